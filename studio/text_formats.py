@@ -1,0 +1,153 @@
+"""Readers for text-based uploads: plain text, Markdown, CSV, JSON, HTML and source code → Markdown-ish text.
+
+Every reader takes raw bytes and returns text; a bad input raises `Unreadable` whose message is a sentence tail
+("is not valid JSON ...") that `studio.documents` prefixes with the file name.
+"""
+import codecs
+import csv
+import io
+import json
+import re
+
+from bs4 import BeautifulSoup, Comment, Doctype, NavigableString
+
+MAX_CONTROL_RATIO = 0.02  # share of C0 control characters (besides \t \n \r \f) above which text is binary junk
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+class Unreadable(ValueError):
+    """A reader could not turn the bytes into text; the message continues a sentence that starts with the file name."""
+
+
+def decode_text(data: bytes) -> tuple[str, str]:
+    """Decode uploaded bytes as text; return (text, encoding). Raise Unreadable for binary content.
+
+    Order: a BOM wins; NUL bytes mean binary; then strict UTF-8, GB18030 and Windows-1252. Any decoding whose
+    share of control characters exceeds MAX_CONTROL_RATIO is rejected as binary.
+    """
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return _checked(data.decode(encoding, errors="replace"), encoding), encoding
+    if b"\x00" in data:
+        raise Unreadable("looks like a binary file, not text (it contains NUL bytes)")
+    for encoding in ("utf-8", "gb18030", "cp1252"):
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        return _checked(text, encoding), encoding
+    bad = data.decode("utf-8", errors="replace").count("\ufffd")
+    raise Unreadable(f"looks like a binary file, not text ({bad:,} bytes are not valid UTF-8)")
+
+
+def _checked(text: str, encoding: str) -> str:
+    controls = len(_CONTROL.findall(text))
+    if text and controls / len(text) > MAX_CONTROL_RATIO:
+        raise Unreadable(f"looks like a binary file, not text ({controls:,} control characters as {encoding})")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def md_table(rows: list[list[str]]) -> str:
+    """Render rows (first row = header) as a Markdown table; pipes are escaped, newlines become <br>."""
+    width = max((len(row) for row in rows), default=0)
+    if width == 0:
+        return ""
+    cells = [[_md_cell(c) for c in row] + [""] * (width - len(row)) for row in rows]
+    lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * width]
+    lines += ["| " + " | ".join(row) + " |" for row in cells[1:]]
+    return "\n".join(lines)
+
+
+def _md_cell(value) -> str:
+    text = "" if value is None else str(value)
+    return text.strip().replace("|", "\\|").replace("\r\n", "\n").replace("\n", "<br>")
+
+
+def csv_to_markdown(text: str, delimiter: str | None = None) -> str:
+    """CSV/TSV text → one Markdown table (first row as header); the delimiter is sniffed when not given."""
+    if delimiter is None:
+        try:
+            delimiter = csv.Sniffer().sniff(text[:65536], delimiters=",;\t|").delimiter
+        except csv.Error:
+            delimiter = ","
+    rows = [row for row in csv.reader(io.StringIO(text), delimiter=delimiter) if any(c.strip() for c in row)]
+    return md_table(rows)
+
+
+def json_to_markdown(text: str) -> str:
+    """Validate JSON and pretty-print it inside a ```json fence."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise Unreadable(f"is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    return code_fence(json.dumps(value, indent=2, ensure_ascii=False), "json")
+
+
+def code_fence(text: str, language: str) -> str:
+    """Wrap text in a fenced block longer than any backtick run inside it."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{language}\n{text.rstrip()}\n{fence}"
+
+
+_SKIP_TAGS = {"script", "style", "noscript", "template", "head", "svg", "iframe", "object", "button", "select"}
+_BLOCK_TAGS = {"p", "div", "section", "article", "header", "footer", "main", "nav", "aside", "ul", "ol", "dl",
+               "dt", "dd", "blockquote", "figure", "figcaption", "form", "address", "hr", "body", "html"}
+_HEADINGS = {f"h{level}": level for level in range(1, 7)}
+
+
+def html_to_markdown(html: str) -> str:
+    """HTML → text with '#' headings, '- ' list items, fenced <pre> blocks and Markdown tables."""
+    soup = BeautifulSoup(html, "html.parser")
+    parts: list[str] = []
+    title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    if title:
+        parts.append(f"# {title}\n\n")
+    _walk_html(soup, parts)
+    return _tidy("".join(parts))
+
+
+def _walk_html(node, out: list[str]) -> None:
+    for child in node.children:
+        if isinstance(child, (Comment, Doctype)):
+            continue
+        if isinstance(child, NavigableString):
+            out.append(re.sub(r"\s+", " ", str(child)))
+        elif child.name in _SKIP_TAGS:
+            continue
+        elif child.name in _HEADINGS:
+            out.append(f"\n\n{'#' * _HEADINGS[child.name]} {child.get_text(' ', strip=True)}\n\n")
+        elif child.name == "table":
+            out.append("\n\n" + _html_table(child) + "\n\n")
+        elif child.name == "pre":
+            out.append("\n\n" + code_fence(child.get_text(), "") + "\n\n")
+        elif child.name == "br":
+            out.append("\n")
+        elif child.name == "li":
+            out.append("\n- ")
+            _walk_html(child, out)
+        elif child.name in _BLOCK_TAGS:
+            out.append("\n\n")
+            _walk_html(child, out)
+            out.append("\n\n")
+        else:
+            _walk_html(child, out)
+
+
+def _html_table(table) -> str:
+    rows = []
+    for tr in table.find_all("tr"):
+        if tr.find_parent("table") is table:
+            rows.append([cell.get_text(" ", strip=True) for cell in tr.find_all(["th", "td"], recursive=False)])
+    return md_table([row for row in rows if row])
+
+
+def _tidy(text: str) -> str:
+    lines, in_fence = [], False
+    for line in text.split("\n"):
+        if line.lstrip().startswith("```"):
+            in_fence = not in_fence
+            line = line.strip()
+        lines.append(line.rstrip() if in_fence else line.strip())
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
