@@ -140,7 +140,7 @@ class CacheManager:
         return blocks_for(num_tokens, self.block_size) <= self.num_blocks
 
     def admit(self, seq: Sequence, upto_tokens: int) -> bool:
-        """Give `seq` a slot and blocks for its first `upto_tokens` tokens; False (holding nothing) if either is short."""
+        """Give `seq` a slot and blocks for its first `upto_tokens` tokens; False (holding nothing) if short."""
         if seq.state_slot is not None or seq.block_table:
             raise ValueError(f"request {seq.request_id!r} already holds cache resources")
         if self.slots.num_free == 0 or blocks_for(upto_tokens, self.block_size) > self.blocks.num_free:
