@@ -84,6 +84,8 @@ def _turn(body: str) -> list[tuple[str, bool]]:
 def _check_messages(messages) -> None:
     if not isinstance(messages, (list, tuple)):
         raise ValueError(f"messages must be a list of dicts, got {type(messages).__name__}")
+    if not messages:
+        raise ValueError("messages is empty; give at least one message")
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise ValueError(f"message {i}: must be a dict with 'role' and 'content', got {type(message).__name__}")

@@ -83,13 +83,17 @@ def write_tokenizer_files(out_dir, num_merges: int | None = None) -> int:
 
 
 def load_tokenizer(model_dir) -> "Tokenizer":
-    """Load the tokenizer (and EOS ids from generation_config.json) of a model directory."""
-    from transformers import AutoTokenizer
+    """Load the tokenizer (and EOS ids from generation_config.json) of a model directory.
+
+    tokenizer.json is used verbatim (pre-tokenizer, added tokens) as vLLM does: transformers' GPT2Tokenizer class
+    would rebuild the pipeline from vocab and merges and drop the file's own pre-tokenizer.
+    """
+    from transformers import PreTrainedTokenizerFast
 
     model_dir = Path(model_dir)
-    if not (model_dir / "tokenizer.json").is_file() and not (model_dir / "vocab.json").is_file():
-        raise FileNotFoundError(f"{model_dir}: no tokenizer.json (or vocab.json + merges.txt) found")
-    return Tokenizer(AutoTokenizer.from_pretrained(str(model_dir)), _generation_eos(model_dir))
+    if not (model_dir / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"{model_dir}: no tokenizer.json (a fast tokenizer file is required)")
+    return Tokenizer(PreTrainedTokenizerFast.from_pretrained(str(model_dir)), _generation_eos(model_dir))
 
 
 def _generation_eos(model_dir: Path) -> set[int] | None:
