@@ -49,7 +49,8 @@ def segments(messages, tools=None, add_generation_prompt=True) -> list[tuple[str
     if system:
         out += _turn(ROLE_HEADERS["system"] + system)
     if tools:
-        lines = "".join(json.dumps(_bare_tool(t, i), ensure_ascii=False) + "\n" for i, t in enumerate(_tool_list(tools)))
+        bare = [_bare_tool(tool, i) for i, tool in enumerate(_tool_list(tools))]
+        lines = "".join(json.dumps(tool, ensure_ascii=False) + "\n" for tool in bare)
         out += _turn(TOOLS_HEADER + lines + TOOLS_FOOTER)
     for i, message in enumerate(messages):
         role = message["role"]
@@ -187,7 +188,8 @@ _CALLS_MACRO = (
     "{%- for call in message['tool_calls'] -%}"
     "{%- set f = call['function'] if call['function'] is defined else call -%}"
     "{%- set args = f['arguments'] if f['arguments'] is defined else {} -%}"
-    "{{ '{\"name\": ' ~ (f['name'] | tojson) ~ ', \"arguments\": ' ~ (args if args is string else args | tojson) ~ '}\\n' }}"
+    "{{ '{\"name\": ' ~ (f['name'] | tojson) ~ ', \"arguments\": ' ~ "
+    "(args if args is string else args | tojson) ~ '}\\n' }}"
     "{%- endfor -%}{{ '</tool_calls>' }}"
     "{%- endif -%}"
     "{%- endmacro -%}"

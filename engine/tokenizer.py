@@ -12,7 +12,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from engine import chat_format
+from . import chat_format
 
 MERGES_PATH = Path(__file__).resolve().parent.parent / "assets" / "tokenizer" / "minimax_m1_merges.txt.gz"
 UNK, BOD, BOS, EOS = "<end_of_document>", chat_format.BEGIN_OF_DOCUMENT, chat_format.BOS, chat_format.EOS

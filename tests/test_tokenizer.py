@@ -17,11 +17,16 @@ TEXTS = {
 
 
 @pytest.fixture(scope="module")
-def full(tmp_path_factory):
-    """Tokenizer with all 199,744 real M1 merges."""
+def full_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("full_tok")
     write_tokenizer_files(out)
-    return load_tokenizer(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def full(full_dir):
+    """Tokenizer with all 199,744 real M1 merges."""
+    return load_tokenizer(full_dir)
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +169,23 @@ def test_bad_ids_and_inputs_are_rejected(small):
         small.encode(b"bytes")
     with pytest.raises(KeyError, match="<nope>"):
         small.token_id("<nope>")
+
+
+def test_real_checkpoint_style_ids_load(full_dir, tmp_path):
+    """64 added tokens at 200000.. with eos 200020 (M1's main.py) and no special_tokens_map.json, as upstream."""
+    config = json.loads((full_dir / "tokenizer.json").read_text())
+    names = {200000: "<end_of_document>", 200018: "<begin_of_document>", 200019: "<beginning_of_sentence>",
+             200020: "<end_of_sentence>"}
+    template = config["added_tokens"][0]
+    config["added_tokens"] = [{**template, "id": i, "content": names.get(i, f"<reserved_{i}>")}
+                              for i in range(200000, 200064)]
+    (tmp_path / "tokenizer.json").write_text(json.dumps(config))
+    (tmp_path / "tokenizer_config.json").write_bytes((full_dir / "tokenizer_config.json").read_bytes())
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": 200020}))
+    tok = load_tokenizer(tmp_path)
+    assert tok.vocab_size == 200064 and tok.eos_token_ids == {200020}
+    messages = [{"role": "user", "content": "hi"}]
+    ids = tok.encode_chat(messages)
+    assert ids[:2] == [200018, 200019] and ids.count(200020) == 1
+    stream = tok.stream()
+    assert "".join(stream.push(i) for i in ids) == chat_format.render(messages)
