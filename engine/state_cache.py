@@ -12,7 +12,7 @@ Tiers (e.g. gpu, host, disk) each have a byte budget and an LRU order. A tier ov
 recently used unpinned entry to the next tier through `mover(entry, from_tier, to_tier) -> new_handle`, or drops it
 from the last tier with `mover(entry, tier, None)` (the runner frees the memory). An entry larger than a tier's
 budget leaves it first. A demoted entry enters the next tier as most recently used. Pinned entries (being
-restored) are never moved; a tier may exceed its budget while its entries are pinned.
+restored) are never moved: when only pinned entries could make room, a newly put entry leaves instead.
 """
 import hashlib
 from array import array
@@ -110,14 +110,14 @@ class StateCache:
         self._enforce(0)
         return entry
 
-    def lookup(self, token_ids: Iterable[int]) -> tuple[StateEntry | None, int]:
+    def lookup(self, token_ids: Iterable[int], max_len: int | None = None) -> tuple[StateEntry | None, int]:
         """Longest kept sequence that is a prefix of `token_ids`, with its length (pure: no stats, no LRU update).
 
-        The match is at most `len(token_ids) - 1` tokens so at least one token is left to prefill (its logits give
-        the next token). Returns (None, 0) on a miss.
+        The match is at most `max_len`, by default `len(token_ids) - 1` so at least one token is left to prefill
+        (its logits give the next token). Returns (None, 0) on a miss.
         """
         query = _as_tokens(token_ids)
-        limit, size = len(query) - 1, self.block_tokens
+        limit, size = len(query) - 1 if max_len is None else min(max_len, len(query)), self.block_tokens
         best, node, j = None, b"", 0
         while True:
             for entry in self.by_node.get(node, ()):
@@ -135,9 +135,9 @@ class StateCache:
             return None, 0
         return best, best.num_tokens
 
-    def match(self, token_ids: Iterable[int]) -> tuple[StateEntry | None, int]:
+    def match(self, token_ids: Iterable[int], max_len: int | None = None) -> tuple[StateEntry | None, int]:
         """`lookup`, counted as a use: hit/miss stats, reused tokens, and the entry becomes most recently used."""
-        entry, matched_len = self.lookup(token_ids)
+        entry, matched_len = self.lookup(token_ids, max_len)
         if entry is None:
             self.misses += 1
         else:

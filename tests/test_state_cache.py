@@ -1,0 +1,223 @@
+"""StateCache: longest-prefix matching, LRU demotion across tiers, pinning, drops, and the scheduler restore flow.
+
+Handles are strings ("gpu:a"); the fake mover records every call and returns the handle re-labelled for its tier.
+"""
+import random
+
+import pytest
+
+import engine.state_cache as state_cache
+from engine.block_manager import CacheManager
+from engine.scheduler import Scheduler
+from engine.sequence import Sequence
+from engine.state_cache import StateCache
+from test_block_manager import import_without_package_init
+
+
+class Mover:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, entry, from_tier, to_tier):
+        self.calls.append((entry.handle, from_tier, to_tier))
+        return None if to_tier is None else f"{to_tier}:{entry.handle.split(':')[1]}"
+
+
+def make_cache(budgets=(1000, 1000, 1000), block_tokens=4) -> StateCache:
+    return StateCache(list(zip(["gpu", "host", "disk"], budgets)), Mover(), block_tokens=block_tokens)
+
+
+def toks(n: int, start: int = 0) -> list[int]:
+    return list(range(start, start + n))
+
+
+def where(cache: StateCache) -> dict[str, list[str]]:
+    """Handle names per tier, least recently used first."""
+    return {t.name: [e.handle.split(":")[1] for e in t.lru] for t in cache.tiers}
+
+
+def test_state_cache_imports_without_torch():
+    result = import_without_package_init("engine.state_cache")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("block_tokens", [1, 3, 4, 256])
+@pytest.mark.parametrize("query,matched", [
+    (toks(10), 0),
+    (toks(11), 10),
+    (toks(10) + [99], 10),
+    (toks(15), 10),
+    (toks(6) + [99] + toks(8, 7), 0),
+    (toks(7), 0),
+    ([5] + toks(14, 1), 0),
+], ids=["exact", "plus_one", "plus_other", "extension", "divergent", "shorter", "first_differs"])
+def test_lookup_of_one_kept_sequence(block_tokens, query, matched):
+    cache = make_cache(block_tokens=block_tokens)
+    entry = cache.put(toks(10), "gpu:a", 10)
+    assert cache.lookup(query) == ((entry, 10) if matched else (None, 0))
+
+
+@pytest.mark.parametrize("block_tokens", [1, 4, 256])
+def test_lookup_prefers_the_longest_and_leaves_one_token(block_tokens):
+    cache = make_cache(block_tokens=block_tokens)
+    prompt_end = cache.put(toks(6), "gpu:p", 1)
+    answer_end = cache.put(toks(8), "gpu:e", 1)
+    cache.put(toks(6) + [99, 98], "gpu:x", 1)
+    assert cache.lookup(toks(20)) == (answer_end, 8)
+    assert cache.lookup(toks(8)) == (prompt_end, 6), "regenerate: the 8-token entry would leave nothing to prefill"
+    assert cache.lookup(toks(6) + [50, 51]) == (prompt_end, 6), "edited answer falls back to the prompt end"
+    assert cache.lookup(toks(8), max_len=8) == (answer_end, 8)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 42])
+def test_lookup_agrees_with_brute_force(seed):
+    rng = random.Random(seed)
+    cache = make_cache(budgets=(10**9, 0, 0), block_tokens=4)
+    kept = []
+    for i in range(60):
+        base = rng.choice(kept) if kept and rng.random() < 0.7 else []
+        tokens = base[:rng.randint(0, len(base))] + [rng.randint(1, 3) for _ in range(rng.randint(1, 12))]
+        cache.put(tokens, f"gpu:{i}", 1)
+        kept = [k for k in kept if k != tokens] + [tokens]
+    for _ in range(300):
+        base = rng.choice(kept)
+        query = base[:rng.randint(0, len(base))] + [rng.randint(1, 3) for _ in range(rng.randint(0, 10))]
+        expected = max((len(k) for k in kept if len(k) < len(query) and query[:len(k)] == k), default=0)
+        entry, matched = cache.lookup(query)
+        assert matched == expected and (entry is None or list(entry.token_ids) == query[:matched])
+
+
+def test_lookup_hashes_only_up_to_the_first_unshared_block(monkeypatch):
+    cache = make_cache(block_tokens=100)
+    kept = cache.put(toks(1000), "gpu:a", 1)
+    count = []
+    real = state_cache._next_hash
+    monkeypatch.setattr(state_cache, "_next_hash", lambda prev, block: count.append(1) or real(prev, block))
+    assert cache.lookup([7] * 1_000_000) == (None, 0) and len(count) == 1
+    count.clear()
+    assert cache.lookup(toks(1_000_000)) == (kept, 1000) and len(count) == 11
+
+
+def test_get_and_contains_are_exact():
+    cache = make_cache()
+    entry = cache.put(toks(9), "gpu:a", 1)
+    assert cache.get(toks(9)) is entry and toks(9) in cache
+    assert cache.get(toks(8)) is None and toks(10) not in cache and [] not in cache
+
+
+def test_match_counts_stats_and_touches_but_lookup_does_not():
+    cache = make_cache(budgets=(100, 100, 100))
+    a = cache.put(toks(5), "gpu:a", 40)
+    cache.put(toks(5, 100), "gpu:b", 40)
+    cache.lookup(toks(9))
+    assert where(cache)["gpu"] == ["a", "b"] and cache.stats()["hits"] == 0
+    assert cache.match(toks(9)) == (a, 5) and cache.match([1, 2, 3]) == (None, 0)
+    assert where(cache)["gpu"] == ["b", "a"]
+    assert cache.stats() == {"hits": 1, "misses": 1, "reused_tokens": 5, "num_entries": 2, "num_demoted": 0,
+                             "num_dropped": 0, "bytes": {"gpu": 80, "host": 0, "disk": 0}}
+
+
+def test_lru_demotion_across_tiers_then_drop_from_last():
+    cache = make_cache(budgets=(100, 100, 50))
+    entries = {name: cache.put(toks(5, 10 * i), f"gpu:{name}", 40) for i, name in enumerate("abc")}
+    assert where(cache) == {"gpu": ["b", "c"], "host": ["a"], "disk": []}
+    assert cache.mover.calls == [("gpu:a", "gpu", "host")] and entries["a"].handle == "host:a"
+    cache.touch(entries["b"])
+    cache.put(toks(5, 30), "gpu:d", 40)
+    assert where(cache) == {"gpu": ["b", "d"], "host": ["a", "c"], "disk": []}
+    cache.put(toks(5, 40), "gpu:e", 40)
+    assert where(cache) == {"gpu": ["d", "e"], "host": ["c", "b"], "disk": ["a"]}
+    cache.put(toks(5, 50), "gpu:f", 40)
+    assert where(cache) == {"gpu": ["e", "f"], "host": ["b", "d"], "disk": ["c"]}
+    assert cache.mover.calls[1:] == [("gpu:c", "gpu", "host"), ("gpu:b", "gpu", "host"), ("host:a", "host", "disk"),
+                                     ("gpu:d", "gpu", "host"), ("host:c", "host", "disk"), ("disk:a", "disk", None)]
+    assert entries["a"].tier is None and entries["a"].handle is None
+    assert cache.lookup(toks(9)) == (None, 0) and cache.lookup(toks(9, 20))[1] == 5
+    assert cache.stats()["bytes"] == {"gpu": 80, "host": 80, "disk": 40}
+    assert cache.stats()["num_dropped"] == 1 and len(cache) == 5
+    with pytest.raises(ValueError, match="no longer kept"):
+        cache.touch(entries["a"])
+
+
+def test_pinned_entries_are_never_moved():
+    cache = make_cache(budgets=(100, 0, 0))
+    a = cache.put(toks(5), "gpu:a", 60)
+    cache.pin(a)
+    cache.pin(a)
+    b = cache.put(toks(5, 10), "gpu:b", 60)
+    assert a.tier == "gpu" and b.tier is None, "the unpinned newer entry leaves instead of the pinned LRU one"
+    assert cache.mover.calls == [("gpu:b", "gpu", "host"), ("host:b", "host", "disk"), ("disk:b", "disk", None)]
+    c = cache.put(toks(5, 20), "gpu:c", 40)
+    cache.unpin(a)
+    assert where(cache)["gpu"] == ["a", "c"], "still pinned once"
+    cache.unpin(a)
+    d = cache.put(toks(5, 30), "gpu:d", 40)
+    assert a.tier is None and where(cache)["gpu"] == ["c", "d"], "unpinned, the LRU entry leaves"
+    with pytest.raises(ValueError, match="not pinned"):
+        cache.unpin(d)
+    cache.pin(d)
+    with pytest.raises(ValueError, match="pinned"):
+        cache.discard(d)
+
+
+def test_oversized_entry_moves_down_without_flushing_others():
+    cache = make_cache(budgets=(100, 1000, 10))
+    cache.put(toks(5), "gpu:a", 40)
+    big = cache.put(toks(5, 10), "gpu:big", 150)
+    assert where(cache) == {"gpu": ["a"], "host": ["big"], "disk": []} and big.handle == "host:big"
+    huge = cache.put(toks(5, 20), "gpu:huge", 5000)
+    assert huge.tier is None and cache.mover.calls[-3:] == [
+        ("gpu:huge", "gpu", "host"), ("host:huge", "host", "disk"), ("disk:huge", "disk", None)]
+
+
+def test_put_replaces_same_tokens_and_discard_drops():
+    cache = make_cache()
+    old = cache.put(toks(5), "gpu:old", 10)
+    new = cache.put(toks(5), "gpu:new", 10)
+    assert cache.mover.calls == [("gpu:old", "gpu", None)] and cache.get(toks(5)) is new and len(cache) == 1
+    assert old.tier is None and cache.stats()["bytes"]["gpu"] == 10
+    cache.pin(new)
+    with pytest.raises(ValueError, match="pinned snapshot"):
+        cache.put(toks(5), "gpu:newer", 10)
+    cache.unpin(new)
+    cache.discard(new)
+    assert len(cache) == 0 and cache.stats()["bytes"]["gpu"] == 0 and cache.lookup(toks(9)) == (None, 0)
+
+
+def test_invalid_arguments_are_named():
+    with pytest.raises(ValueError, match="uniquely named"):
+        StateCache([("gpu", 1), ("gpu", 2)], Mover())
+    with pytest.raises(ValueError, match="tier 'host' has a negative"):
+        StateCache([("gpu", 1), ("host", -1)], Mover())
+    with pytest.raises(ValueError, match="token_ids is empty"):
+        make_cache().put([], "gpu:a", 1)
+
+
+def test_scheduler_restores_from_kept_turns():
+    """The runner contract: snapshot at prompt end and at release; `restore` is a pure `lookup`."""
+    kept = make_cache(block_tokens=4)
+
+    def snapshot_finished(seq):
+        if seq.status.name == "FINISHED":
+            kept.put(seq.token_ids[:seq.num_computed_tokens], f"gpu:{seq.request_id}-end", 1)
+
+    sched = Scheduler(4, 64, 8, CacheManager(64, 4, 4), restore=lambda s: kept.lookup(s.token_ids)[1],
+                      on_release=snapshot_finished)
+
+    def run_turn(request_id, prompt):
+        seq = Sequence(request_id, prompt, type("P", (), {"max_tokens": 3})())
+        sched.add(seq)
+        while seq.status.name != "FINISHED":
+            out = sched.schedule()
+            for s, n in out.scheduled:
+                if s.num_computed_tokens + n == s.num_prompt_tokens:
+                    kept.put(s.token_ids[:s.num_prompt_tokens], f"gpu:{s.request_id}-prompt", 1)
+            sched.postprocess(out, {s.request_id: 500 + s.num_tokens for s in out.sample_seqs})
+        return seq
+
+    turn1 = run_turn("t1", toks(10, 1))
+    turn2 = run_turn("t2", turn1.token_ids + toks(5, 900))
+    assert turn2.num_cached_tokens == turn1.num_tokens - 1 == 12
+    assert run_turn("regen", turn2.token_ids[:turn2.num_prompt_tokens]).num_cached_tokens == 12
+    assert run_turn("t3", toks(10, 1) + toks(7, 700)).num_cached_tokens == 10, "history edited after the prompt"
+    assert sched.cache.is_full
