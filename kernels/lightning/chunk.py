@@ -1,0 +1,226 @@
+"""Triton chunked prefill for lightning attention over packed variable-length sequences.
+
+Three launches, each reading its inputs once (see bench/NOTES_kernels.md for the byte count):
+1. `_delta_kernel`, one program per (chunk of CHUNK tokens, head, V slice): the chunk's own state increment
+   dS = sum_j exp(-s(m-1-j)) k_j^T v_j, written fp32 into `buf`.
+2. `_scan_kernel`, one program per (sequence, head, K rows): S_{c+1} = exp(-s m_c) S_c + dS_c, replacing each dS_c
+   in `buf` by the state entering chunk c and writing the final state.
+3. `_output_kernel`, one program per (chunk, head, V slice): the exact block form with blocks of BT tokens, starting
+   from the chunk's entering state held in registers. O = diag(q_decay) Q S + (Q K^T * D) V.
+Dot operands that are fp32 values (S, P = QK^T*D, K*k_decay) are split into bf16 hi + lo parts for bf16 inputs, so
+the tensor cores keep ~16 mantissa bits; fp32 inputs use IEEE fp32 dots. All decay is computed with exp2.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .launch import as_kernel, num_sms
+
+LOG2E = 1.4426950408889634
+HEAD_DIMS = (16, 32, 64, 128)
+
+
+@triton.jit
+def _mm(a, b, acc, IEEE: tl.constexpr, INTERP: tl.constexpr):
+    """acc + a @ b; IEEE fp32 for fp32 operands. The interpreter multiplies bf16 bit patterns as integers
+    (Triton 3.9), so there the operands go to fp32 first: exact for bf16 values."""
+    if INTERP:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    if IEEE:
+        return tl.dot(a, b, acc, input_precision="ieee")
+    return tl.dot(a, b, acc)
+
+
+@triton.jit
+def _dot_a32(a, b, acc, IEEE: tl.constexpr, SPLIT: tl.constexpr, INTERP: tl.constexpr):
+    """acc + a @ b where a is fp32 and b is in the input dtype (bf16 hi + lo parts of a when SPLIT)."""
+    if IEEE:
+        return _mm(a, b, acc, IEEE, INTERP)
+    hi = a.to(b.dtype)
+    acc = _mm(hi, b, acc, IEEE, INTERP)
+    if SPLIT:
+        acc = _mm((a - hi.to(tl.float32)).to(b.dtype), b, acc, IEEE, INTERP)
+    return acc
+
+
+@triton.jit
+def _dot_b32(a, b, acc, IEEE: tl.constexpr, SPLIT: tl.constexpr, INTERP: tl.constexpr):
+    """acc + a @ b where b is fp32 and a is in the input dtype (bf16 hi + lo parts of b when SPLIT)."""
+    if IEEE:
+        return _mm(a, b, acc, IEEE, INTERP)
+    hi = b.to(a.dtype)
+    acc = _mm(a, hi, acc, IEEE, INTERP)
+    if SPLIT:
+        acc = _mm(a, (b - hi.to(tl.float32)).to(a.dtype), acc, IEEE, INTERP)
+    return acc
+
+
+@triton.jit
+def _locate(p, chunk_seq, chunk_off, cu_seqlens, T, CHUNK: tl.constexpr, VARLEN: tl.constexpr):
+    """Program p's chunk: (first token, number of tokens); the count is <= 0 for spare programs."""
+    if VARLEN:
+        n = tl.load(chunk_seq + p)
+        c = p - tl.load(chunk_off + n)
+        start = tl.load(cu_seqlens + n) + c * CHUNK
+        m = tl.minimum(CHUNK, tl.load(cu_seqlens + n + 1) - start)
+    else:
+        start = p * CHUNK
+        m = tl.minimum(CHUNK, T - start)
+    return start, m
+
+
+@triton.jit
+def _delta_kernel(k, v, slopes, buf, chunk_seq, chunk_off, cu_seqlens, T, s_kt, s_kh, s_vt, s_vh,
+                  H: tl.constexpr, D: tl.constexpr, CHUNK: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
+                  VARLEN: tl.constexpr, IEEE: tl.constexpr, SPLIT: tl.constexpr, INTERP: tl.constexpr):
+    p, h, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    start, m = _locate(p, chunk_seq, chunk_off, cu_seqlens, T, CHUNK, VARLEN)
+    if m <= 0:
+        return
+    slope = tl.load(slopes + h) * 1.4426950408889634
+    o_t, o_d, o_v = tl.arange(0, BT), tl.arange(0, D), i_v * BV + tl.arange(0, BV)
+    p_k = k + start.to(tl.int64) * s_kt + h * s_kh
+    p_v = v + start.to(tl.int64) * s_vt + h * s_vh
+    acc = tl.full([D, BV], 0.0, tl.float32)
+    for t0 in range(0, m, BT):
+        rows = t0 + o_t
+        m_r = rows < m
+        b_k = tl.load(p_k + rows[:, None].to(tl.int64) * s_kt + o_d[None, :], mask=m_r[:, None], other=0.0)
+        b_v = tl.load(p_v + rows[:, None].to(tl.int64) * s_vt + o_v[None, :], mask=m_r[:, None], other=0.0)
+        k_decay = tl.where(m_r, tl.exp2(-slope * (m - 1 - rows).to(tl.float32)), 0.0)
+        acc = _dot_a32(tl.trans(b_k.to(tl.float32) * k_decay[:, None]), b_v, acc, IEEE, SPLIT, INTERP)
+    p_buf = buf + (p * H + h).to(tl.int64) * D * D + o_d[:, None] * D + o_v[None, :]
+    tl.store(p_buf, acc)
+
+
+@triton.jit
+def _scan_kernel(buf, init, final, slopes, chunk_off, cu_seqlens, T, H: tl.constexpr, D: tl.constexpr,
+                 CHUNK: tl.constexpr, BK: tl.constexpr, VARLEN: tl.constexpr, HAS_INIT: tl.constexpr):
+    n, h, i_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    if VARLEN:
+        length = tl.load(cu_seqlens + n + 1) - tl.load(cu_seqlens + n)
+        base = tl.load(chunk_off + n)
+    else:
+        length = T
+        base = 0
+    slope = tl.load(slopes + h) * 1.4426950408889634
+    o_k, o_d = i_k * BK + tl.arange(0, BK), tl.arange(0, D)
+    o_tile = o_k[:, None] * D + o_d[None, :]
+    o_state = (n * H + h).to(tl.int64) * D * D + o_tile
+    if HAS_INIT:
+        state = tl.load(init + o_state)
+    else:
+        state = tl.full([BK, D], 0.0, tl.float32)
+    for c in range(0, (length + CHUNK - 1) // CHUNK):
+        p_buf = buf + ((base + c) * H + h).to(tl.int64) * D * D + o_tile
+        delta = tl.load(p_buf)
+        tl.store(p_buf, state)
+        m = tl.minimum(CHUNK, length - c * CHUNK)
+        state = state * tl.exp2(-slope * m.to(tl.float32)) + delta
+    tl.store(final + o_state, state)
+
+
+@triton.jit
+def _output_kernel(q, k, v, o, slopes, buf, chunk_seq, chunk_off, cu_seqlens, T, s_qt, s_qh, s_kt, s_kh, s_vt, s_vh,
+                   H: tl.constexpr, D: tl.constexpr, CHUNK: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
+                   VARLEN: tl.constexpr, IEEE: tl.constexpr, SPLIT: tl.constexpr, INTERP: tl.constexpr):
+    p, h, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    start, m = _locate(p, chunk_seq, chunk_off, cu_seqlens, T, CHUNK, VARLEN)
+    if m <= 0:
+        return
+    slope = tl.load(slopes + h) * 1.4426950408889634
+    o_t, o_d, o_v = tl.arange(0, BT), tl.arange(0, D), i_v * BV + tl.arange(0, BV)
+    state = tl.load(buf + (p * H + h).to(tl.int64) * D * D + o_d[:, None] * D + o_v[None, :])
+    diff = (o_t[:, None] - o_t[None, :]).to(tl.float32)
+    intra_decay = tl.where(diff >= 0, tl.exp2(-slope * tl.maximum(diff, 0.0)), 0.0)
+    q_decay = tl.exp2(-slope * (o_t + 1).to(tl.float32))
+    t64 = start.to(tl.int64)
+    for t0 in range(0, m, BT):
+        rows = t0 + o_t
+        m_r = rows < m
+        r64 = (t64 + rows)[:, None].to(tl.int64)
+        b_q = tl.load(q + r64 * s_qt + h * s_qh + o_d[None, :], mask=m_r[:, None], other=0.0)
+        b_k = tl.load(k + r64 * s_kt + h * s_kh + o_d[None, :], mask=m_r[:, None], other=0.0)
+        b_v = tl.load(v + r64 * s_vt + h * s_vh + o_v[None, :], mask=m_r[:, None], other=0.0)
+        scores = _mm(b_q, tl.trans(b_k), tl.full([BT, BT], 0.0, tl.float32), IEEE, INTERP)
+        acc = _dot_b32(b_q, state, tl.full([BT, BV], 0.0, tl.float32), IEEE, SPLIT, INTERP) * q_decay[:, None]
+        acc = _dot_a32(scores * intra_decay, b_v, acc, IEEE, SPLIT, INTERP)
+        tl.store(o + r64 * (H * D) + h * D + o_v[None, :], acc.to(o.dtype.element_ty), mask=m_r[:, None])
+        if t0 + BT < m:
+            k_decay = tl.exp2(-slope * (BT - 1 - o_t).to(tl.float32))
+            state = state * tl.exp2(-slope * BT) + _dot_a32(
+                tl.trans(b_k.to(tl.float32) * k_decay[:, None]), b_v, tl.full([D, BV], 0.0, tl.float32),
+                IEEE, SPLIT, INTERP)
+
+
+def _plan(T, H, cu_seqlens, chunk, device):
+    """Chunk bookkeeping without a host sync: (programs, chunk_seq, chunk_off) for the packed batch."""
+    if cu_seqlens is None:
+        return triton.cdiv(max(T, 1), chunk), None, None
+    lens = (cu_seqlens[1:] - cu_seqlens[:-1]).to(torch.int64)
+    counts = (lens + chunk - 1) // chunk
+    ends = torch.cumsum(counts, 0)
+    programs = T // chunk + len(lens)
+    chunk_seq = torch.searchsorted(ends, torch.arange(programs, device=device), right=True)
+    chunk_seq = chunk_seq.clamp_(max=len(lens) - 1).to(torch.int32)
+    return programs, chunk_seq, (ends - counts).to(torch.int32)
+
+
+def _pick_chunk(T, H, n_v, block_t, device):
+    """Largest power-of-two chunk (<= 2048) that still gives about two programs per SM."""
+    chunk = 2048
+    while chunk > block_t and triton.cdiv(T, chunk) * H * n_v < 2 * num_sms(device):
+        chunk //= 2
+    return chunk
+
+
+def _check_inputs(q, k, v, slopes, initial_state, cu_seqlens):
+    T, H, D = q.shape
+    if D not in HEAD_DIMS or v.shape[-1] != D:
+        raise ValueError(f"head dim must be one of {HEAD_DIMS} for q, k and v, got q {D}, v {v.shape[-1]}")
+    if q.dtype not in (torch.bfloat16, torch.float32) or k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"q, k, v must all be bfloat16 or float32, got {q.dtype}, {k.dtype}, {v.dtype}")
+    n = 1 if cu_seqlens is None else cu_seqlens.numel() - 1
+    if initial_state is not None and tuple(initial_state.shape) != (n, H, D, D):
+        raise ValueError(f"initial_state must be [N={n}, H={H}, D={D}, D={D}], got {tuple(initial_state.shape)}")
+    return T, H, D, n
+
+
+def chunk_prefill(q, k, v, slopes, initial_state=None, cu_seqlens=None, *, chunk=None, block_t=64, block_v=None,
+                  num_warps=4, num_stages=2, split=True):
+    """Lightning prefill of packed sequences on Triton.
+
+    q, k, v [T, H, D] (bf16 or fp32; last dim contiguous, other strides free), slopes [H] fp32,
+    initial_state [N, H, D, D] fp32 or None, cu_seqlens [N+1] int or None (one sequence).
+    Returns (o [T, H, D] in q.dtype, final_state [N, H, D, D] fp32). Keyword arguments tune the launch only.
+    """
+    T, H, D, n = _check_inputs(q, k, v, slopes, initial_state, cu_seqlens)
+    q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+    device = q.device
+    block_v = min(block_v or (64 if D > 64 else D), D)
+    n_v = D // block_v
+    chunk = chunk or _pick_chunk(T, H, n_v, block_t, device)
+    if chunk % block_t:
+        raise ValueError(f"chunk ({chunk}) must be a multiple of block_t ({block_t})")
+    slopes = slopes.to(device=device, dtype=torch.float32).contiguous()
+    if cu_seqlens is not None:
+        cu_seqlens = cu_seqlens.to(device=device, dtype=torch.int32).contiguous()
+    programs, chunk_seq, chunk_off = _plan(T, H, cu_seqlens, chunk, device)
+    interp = device.type == "cpu"
+    o = torch.empty(T, H, D, dtype=torch.float32 if interp else q.dtype, device=device)
+    final = torch.empty(n, H, D, D, dtype=torch.float32, device=device)
+    buf = torch.empty(programs, H, D, D, dtype=torch.float32, device=device)
+    init = None if initial_state is None else initial_state.to(device=device, dtype=torch.float32).contiguous()
+    flags = dict(VARLEN=cu_seqlens is not None, IEEE=q.dtype == torch.float32, SPLIT=split, INTERP=interp)
+    tune = dict(num_warps=num_warps, num_stages=num_stages)
+    as_kernel(_delta_kernel, device)[(programs, H, n_v)](
+        k, v, slopes, buf, chunk_seq, chunk_off, cu_seqlens, T, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        H=H, D=D, CHUNK=chunk, BT=block_t, BV=block_v, **flags, **tune)
+    block_k = min(16, D)
+    as_kernel(_scan_kernel, device)[(n, H, D // block_k)](
+        buf, init, final, slopes, chunk_off, cu_seqlens, T, H=H, D=D, CHUNK=chunk, BK=block_k,
+        VARLEN=flags["VARLEN"], HAS_INIT=init is not None, num_warps=4, num_stages=3)
+    as_kernel(_output_kernel, device)[(programs, H, n_v)](
+        q, k, v, o, slopes, buf, chunk_seq, chunk_off, cu_seqlens, T, q.stride(0), q.stride(1), k.stride(0),
+        k.stride(1), v.stride(0), v.stride(1), H=H, D=D, CHUNK=chunk, BT=block_t, BV=block_v, **flags, **tune)
+    return o.to(q.dtype), final  # the interpreter rounds fp32 -> bf16 by truncation, so torch casts there
