@@ -1,0 +1,48 @@
+"""Search a user's sessions by title (substring) and by message content (FTS5 trigram index, else LIKE)."""
+import sqlite3
+
+SNIPPET_CHARS = 60
+MIN_FTS_CHARS = 3  # the trigram tokenizer cannot match shorter queries; those use LIKE
+
+
+def search_sessions(conn: sqlite3.Connection, user_id: int, query: str, *, limit: int = 50,
+                    use_fts: bool = True) -> list[dict]:
+    """Sessions matching `query`, case-insensitive substring: title matches first, then content matches, each
+    newest first. Result dicts: session_id, title, updated_at, matched ('title'|'content'), message_id, snippet."""
+    query = query.strip()
+    if not query:
+        return []
+    pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    results: dict[str, dict] = {}
+    for row in conn.execute("SELECT id, title, updated_at FROM sessions WHERE user_id = ? AND title LIKE ? "
+                            "ESCAPE '\\' ORDER BY updated_at DESC LIMIT ?", (user_id, pattern, limit)):
+        results[row["id"]] = {"session_id": row["id"], "title": row["title"], "updated_at": row["updated_at"],
+                              "matched": "title", "message_id": None, "snippet": row["title"]}
+    for row in _content_matches(conn, user_id, query, pattern, limit, use_fts):
+        if row["session_id"] not in results and len(results) < limit:
+            results[row["session_id"]] = {"session_id": row["session_id"], "title": row["title"],
+                                          "updated_at": row["updated_at"], "matched": "content",
+                                          "message_id": row["id"], "snippet": snippet(row["content"], query)}
+    return list(results.values())
+
+
+def _content_matches(conn, user_id: int, query: str, pattern: str, limit: int, use_fts: bool):
+    columns = "max(m.id) AS id, m.session_id, m.content, s.title, s.updated_at"  # content of the newest hit
+    order = "GROUP BY m.session_id ORDER BY s.updated_at DESC LIMIT ?"
+    if use_fts and len(query) >= MIN_FTS_CHARS:
+        phrase = '"' + query.replace('"', '""') + '"'
+        return conn.execute(f"SELECT {columns} FROM message_search JOIN messages m ON m.id = message_search.rowid "
+                            f"JOIN sessions s ON s.id = m.session_id WHERE message_search MATCH ? AND s.user_id = ? "
+                            f"{order}", (phrase, user_id, limit)).fetchall()
+    return conn.execute(f"SELECT {columns} FROM messages m JOIN sessions s ON s.id = m.session_id "
+                        f"WHERE s.user_id = ? AND m.content LIKE ? ESCAPE '\\' {order}",
+                        (user_id, pattern, limit)).fetchall()
+
+
+def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
+    """About `width` characters on each side of the first case-insensitive occurrence of query, with ellipses."""
+    at = text.lower().find(query.lower())
+    if at < 0:
+        return text[:2 * width]
+    start, end = max(0, at - width), min(len(text), at + len(query) + width)
+    return ("…" if start else "") + " ".join(text[start:end].split()) + ("…" if end < len(text) else "")
