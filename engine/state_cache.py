@@ -6,7 +6,8 @@ request whose tokens extend a kept sequence restores that snapshot and prefills 
 
 Index: a key is (hash chain over full blocks of `block_tokens` tokens, exact tail tuple). A lookup walks the query's
 chain block by block and stops at the first block no kept sequence shares, so it costs O(matched_len / block)
-hashes plus the candidates at each node, not O(entries x len). The winning entry is also compared token by token.
+hashes plus the candidates at each node, not O(entries x len). Blocks are chained with 128-bit BLAKE2b, so equal
+chain hashes mean equal token prefixes (collisions are cryptographically negligible); tails are compared exactly.
 
 Tiers (e.g. gpu, host, disk) each have a byte budget and an LRU order. A tier over budget demotes its least
 recently used unpinned entry to the next tier through `mover(entry, from_tier, to_tier) -> new_handle`, or drops it
@@ -116,24 +117,22 @@ class StateCache:
         The match is at most `max_len`, by default `len(token_ids) - 1` so at least one token is left to prefill
         (its logits give the next token). Returns (None, 0) on a miss.
         """
-        query = _as_tokens(token_ids)
+        query = token_ids if isinstance(token_ids, list) else list(token_ids)
         limit, size = len(query) - 1 if max_len is None else min(max_len, len(query)), self.block_tokens
         best, node, j = None, b"", 0
         while True:
             for entry in self.by_node.get(node, ()):
                 n = entry.num_tokens
                 is_longer = n <= limit and (best is None or n > best.num_tokens)
-                if is_longer and entry.token_ids[j * size:] == query[j * size:n]:
+                if is_longer and entry.token_ids[j * size:] == array("q", query[j * size:n]):
                     best = entry
             if (j + 1) * size > limit:
                 break
-            node = _next_hash(node, query[j * size:(j + 1) * size])
+            node = _next_hash(node, array("q", query[j * size:(j + 1) * size]))
             j += 1
             if node not in self.node_refs:
                 break
-        if best is None or best.token_ids != query[:best.num_tokens]:
-            return None, 0
-        return best, best.num_tokens
+        return (None, 0) if best is None else (best, best.num_tokens)
 
     def match(self, token_ids: Iterable[int], max_len: int | None = None) -> tuple[StateEntry | None, int]:
         """`lookup`, counted as a use: hit/miss stats, reused tokens, and the entry becomes most recently used."""
