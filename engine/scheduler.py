@@ -20,13 +20,18 @@ Contract with the runner:
 - `on_release(seq)` (optional) runs right before a sequence's slot and blocks are freed, while `num_computed_tokens`
   still counts what they hold; `seq.status` says why: FINISHED, ABORTED, or WAITING (preempted). The runner may
   snapshot state there (freed blocks are not reused before the next `schedule()`).
+- Prefill chunks never cross `num_prompt_tokens`, so the state right after the prompt ("before the answer") is
+  in the slot after the step whose chunk ends exactly there (`num_computed_tokens + n == num_prompt_tokens`).
+- `reclaim(num_blocks) -> int` (optional) is asked to free KV blocks held outside running sequences (e.g. snapshots
+  that share blocks) before the scheduler preempts, gives up on a sequence, or admits with a short first chunk; it
+  returns how many blocks it freed.
 - `abort()` and `add()` are called between steps, never between `schedule()` and `postprocess()`.
 """
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from .block_manager import CacheManager
+from .block_manager import CacheManager, blocks_for
 from .sequence import Sequence, SequenceStatus
 
 LENGTH_EXCEEDED = "length_exceeded"
@@ -35,6 +40,9 @@ LENGTH_EXCEEDED = "length_exceeded"
 @dataclass(slots=True)
 class SchedulerOutput:
     """What to run this step. `decodes` run 1 token each; `prefills` run `n` tokens from `seq.num_computed_tokens`.
+
+    A decode is any running sequence with exactly one uncomputed token: usually its last sampled token, sometimes
+    the last token of a chunked prompt; the runner treats both alike. A prefill may also have `n == 1`.
 
     `restored`: admitted this step with `num_cached_tokens` restored (copy the snapshot in first).
     `preempted` / `finished`: sequences the scheduler itself took off or ended this step (no work to run for them).
@@ -76,7 +84,8 @@ class Scheduler:
     def __init__(self, max_num_seqs: int, max_num_batched_tokens: int, prefill_chunk_size: int,
                  cache: CacheManager, eos_token_ids: Iterable[int] = (),
                  restore: Callable[[Sequence], int] | None = None,
-                 on_release: Callable[[Sequence], None] | None = None):
+                 on_release: Callable[[Sequence], None] | None = None,
+                 reclaim: Callable[[int], int] | None = None):
         for name, value in [("max_num_seqs", max_num_seqs), ("max_num_batched_tokens", max_num_batched_tokens),
                             ("prefill_chunk_size", prefill_chunk_size)]:
             if value < 1:
@@ -91,6 +100,7 @@ class Scheduler:
         self.eos_token_ids = frozenset(eos_token_ids)
         self.restore = restore
         self.on_release = on_release
+        self.reclaim = reclaim
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.requests: dict[str, Sequence] = {}
@@ -173,11 +183,12 @@ class Scheduler:
                 continue
             if self._budget(out) <= 0:
                 return
+            want = min(self._chunk(seq, seq.num_computed_tokens), self._budget(out))
+            self._reclaim(blocks_for(seq.num_computed_tokens + want, self.cache.block_size) - len(seq.block_table))
             if not self._make_room(seq, 1, out):
                 self._give_up_on(seq, out)
                 continue
-            room = self.cache.blocks.max_tokens(seq) - seq.num_computed_tokens
-            n = min(seq.num_uncomputed_tokens, self.prefill_chunk_size, self._budget(out), room)
+            n = min(want, self.cache.blocks.max_tokens(seq) - seq.num_computed_tokens)
             self.cache.grow(seq, seq.num_computed_tokens + n)
             out.prefills.append((seq, n))
 
@@ -191,8 +202,9 @@ class Scheduler:
             if self.cache.slots.num_free == 0:
                 return
             restored = self._restored_len(seq)
-            room = self.cache.blocks.num_free * self.cache.block_size - restored
-            n = min(seq.num_tokens - restored, self.prefill_chunk_size, self._budget(out), room)
+            want = min(self._chunk(seq, restored), self._budget(out))
+            self._reclaim(blocks_for(restored + want, self.cache.block_size))
+            n = min(want, self.cache.blocks.num_free * self.cache.block_size - restored)
             if n < 1 or not self.cache.admit(seq, restored + n):
                 return
             self.waiting.popleft()
@@ -202,6 +214,16 @@ class Scheduler:
             out.prefills.append((seq, n))
             if restored:
                 out.restored.append(seq)
+
+    def _chunk(self, seq: Sequence, start: int) -> int:
+        """Largest prefill chunk from `start`: at most `prefill_chunk_size`, ending at the prompt end if before it."""
+        end = seq.num_prompt_tokens if start < seq.num_prompt_tokens else seq.num_tokens
+        return min(end - start, self.prefill_chunk_size)
+
+    def _reclaim(self, num_blocks_wanted: int) -> bool:
+        """Ask `reclaim` for the blocks missing beyond the free ones; True if it freed any."""
+        missing = num_blocks_wanted - self.cache.blocks.num_free
+        return missing > 0 and self.reclaim is not None and self.reclaim(missing) > 0
 
     def _restored_len(self, seq: Sequence) -> int:
         restored = self.restore(seq) if self.restore is not None else 0
@@ -213,6 +235,9 @@ class Scheduler:
     def _make_room(self, seq: Sequence, num_new_tokens: int, out: SchedulerOutput) -> bool:
         """Preempt newer sequences until `seq` can take `num_new_tokens` more; False if `seq` is itself the newest."""
         while not self.cache.blocks.can_fit(seq, num_new_tokens):
+            needed = blocks_for(seq.num_computed_tokens + num_new_tokens, self.cache.block_size)
+            if self._reclaim(needed - len(seq.block_table)):
+                continue
             victim = self.running[-1]
             if victim is seq:
                 return False

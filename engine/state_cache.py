@@ -161,6 +161,17 @@ class StateCache:
         if entry.pin_count == 0 and entry.tier is not None:
             self._enforce(self._tier_index(entry.tier))
 
+    def demote_lru(self, tier: str) -> StateEntry | None:
+        """Move the least recently used unpinned entry of `tier` one tier down (dropped from the last); None if none.
+
+        For reclaiming memory on demand, e.g. KV blocks held by device-tier snapshots.
+        """
+        i = self._tier_index(tier)
+        victim = next((entry for entry in self.tiers[i].lru if entry.pin_count == 0), None)
+        if victim is not None:
+            self._demote(i, victim)
+        return victim
+
     def discard(self, entry: StateEntry) -> None:
         """Drop `entry` now (the runner frees its memory via `mover(entry, tier, None)`)."""
         if entry.pin_count:
@@ -208,7 +219,10 @@ class StateCache:
         return self.tiers[self._tier_index(entry.tier)]
 
     def _tier_index(self, name: str) -> int:
-        return next(i for i, tier in enumerate(self.tiers) if tier.name == name)
+        for i, tier in enumerate(self.tiers):
+            if tier.name == name:
+                return i
+        raise ValueError(f"unknown tier {name!r}; tiers are {[tier.name for tier in self.tiers]}")
 
     def _tier_add(self, i: int, entry: StateEntry) -> None:
         tier = self.tiers[i]

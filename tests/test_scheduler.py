@@ -42,7 +42,8 @@ def make_scheduler(num_blocks=64, block_size=4, num_slots=8, max_num_seqs=8, max
 def check_invariants(sched: Scheduler) -> None:
     cache = sched.cache
     held = [b for s in sched.running for b in s.block_table]
-    assert len(held) == len(set(held)) and len(held) + cache.blocks.num_free == cache.num_blocks
+    outside = len(sched.reclaim.__self__.held) if sched.reclaim else 0
+    assert len(held) == len(set(held)) and len(held) + cache.blocks.num_free + outside == cache.num_blocks
     assert len(sched.running) + cache.slots.num_free == cache.slots.num_slots
     assert len(sched.running) <= sched.max_num_seqs
     assert all(s.state_slot is None and not s.block_table for s in sched.waiting)
@@ -161,6 +162,54 @@ def test_tiny_pools_preempt_then_complete_with_solo_outputs(num_blocks, num_slot
         assert seq.completion_token_ids == solo_completion(seq)
     assert sched.cache.is_full
     assert sched.num_preemptions > 0 or num_slots == 1
+
+
+def test_prefill_chunks_end_at_the_prompt_end():
+    restored = {"restored": 4}
+    sched = make_scheduler(prefill_chunk_size=8, restore=lambda s: restored.get(s.request_id, 0))
+    for name in ["recompute", "restored"]:
+        seq = make_seq(name, 6, max_tokens=10)
+        seq.token_ids += [101, 102, 103]
+        sched.add(seq)
+    assert step(sched)[:2] == ([], [("recompute", 0, 6), ("restored", 4, 2)])
+    assert step(sched)[:2] == ([], [("recompute", 6, 3), ("restored", 6, 3)])
+    assert step(sched)[:2] == (["recompute", "restored"], [])
+
+
+class BlockHolder:
+    """Stands in for snapshots that keep KV blocks referenced outside running sequences."""
+
+    def __init__(self, sched: Scheduler, num_blocks: int):
+        self.blocks, self.held, self.calls = sched.cache.blocks, sched.cache.blocks.allocate(num_blocks), []
+
+    def reclaim(self, num_blocks: int) -> int:
+        self.calls.append(num_blocks)
+        freed, self.held = self.held[:num_blocks], self.held[num_blocks:]
+        self.blocks.free(freed)
+        return len(freed)
+
+
+@pytest.mark.parametrize("prompt_len,left_held", [(12, 0), (3, 2)])
+def test_reclaim_frees_only_missing_held_blocks(prompt_len, left_held):
+    sched = make_scheduler(num_blocks=4, max_num_batched_tokens=16, prefill_chunk_size=4)
+    holder = BlockHolder(sched, 3)
+    sched.reclaim = holder.reclaim
+    sched.add(make_seq("s", prompt_len, max_tokens=4))
+    done = run_to_completion(sched)
+    assert done["s"].finish_reason == "length" and len(holder.held) == left_held and holder.calls
+    assert sched.num_preemptions == 0 and sched.cache.blocks.num_free == 4 - left_held
+
+
+def test_without_reclaim_held_blocks_make_a_lone_sequence_fail():
+    sched = make_scheduler(num_blocks=4, max_num_batched_tokens=16, prefill_chunk_size=4)
+    holder = BlockHolder(sched, 3)
+    seq = make_seq("s", 12, max_tokens=4)
+    sched.add(seq)
+    out = sched.schedule()
+    assert out.prefills == [(seq, 4)]
+    sched.postprocess(out, {})
+    assert [s.finish_reason for s in sched.schedule().finished] == [LENGTH_EXCEEDED]
+    assert sched.cache.blocks.num_free == 1 and len(holder.held) == 3
 
 
 def test_prompt_larger_than_the_whole_pool_finishes_length_exceeded():

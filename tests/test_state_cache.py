@@ -184,6 +184,20 @@ def test_put_replaces_same_tokens_and_discard_drops():
     assert len(cache) == 0 and cache.stats()["bytes"]["gpu"] == 0 and cache.lookup(toks(9)) == (None, 0)
 
 
+def test_demote_lru_on_demand():
+    cache = make_cache()
+    a = cache.put(toks(5), "gpu:a", 10)
+    b = cache.put(toks(5, 10), "gpu:b", 10)
+    cache.pin(a)
+    assert cache.demote_lru("gpu") is b and b.handle == "host:b"
+    assert cache.demote_lru("gpu") is None, "only the pinned entry is left"
+    assert cache.demote_lru("disk") is None
+    cache.demote_lru("host")
+    assert cache.demote_lru("disk") is b and b.tier is None and cache.mover.calls[-1] == ("disk:b", "disk", None)
+    with pytest.raises(ValueError, match="unknown tier 'vram'"):
+        cache.demote_lru("vram")
+
+
 def test_invalid_arguments_are_named():
     with pytest.raises(ValueError, match="uniquely named"):
         StateCache([("gpu", 1), ("gpu", 2)], Mover())
