@@ -18,7 +18,9 @@ from studio.text_formats import Unreadable
 
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 TOKEN_SLICE_CHARS = 1 << 20
-ASCII_CHARS_PER_TOKEN = 4.0  # estimate used when no tokenizer is injected (see estimate_tokens)
+# Estimate used when no tokenizer is injected. Measured with M1's merges: ASCII prose 4.5 chars/token, Python 3.9,
+# README Markdown 2.7, numeric Markdown tables 1.8; Chinese 1.8. Off by up to ~±50% on ASCII; 'tokens_estimated'.
+ASCII_CHARS_PER_TOKEN = 3.5
 OTHER_CHARS_PER_TOKEN = 1.5
 
 TEXT_EXTENSIONS = {".txt", ".text", ".log", ".rst", ".me", ".nfo"}
@@ -98,13 +100,8 @@ def check_fits(tokens_needed: int, tokens_available: int, *, name: str = "This d
             tokens_needed, tokens_available)
 
 
-def document_block(name: str, text: str) -> str:
-    """The exact text an attached document contributes to a prompt (counted by the budget, sent by the chat)."""
-    return f'<document name="{name}">\n{text}\n</document>'
-
-
 def estimate_tokens(text: str) -> int:
-    """Token estimate without a tokenizer: ASCII chars / 4 + other chars / 1.5 (CJK is ~1-1.5 chars per token)."""
+    """Token estimate without a tokenizer: ASCII chars / 3.5 + other chars / 1.5 (rough: see the constants)."""
     ascii_chars = len(text.encode("ascii", errors="ignore"))
     other = len(text) - ascii_chars
     return math.ceil(ascii_chars / ASCII_CHARS_PER_TOKEN + other / OTHER_CHARS_PER_TOKEN)
@@ -224,7 +221,7 @@ def _kind(name: str, data: bytes) -> tuple[str, str]:
         if ext in extensions:
             return kind, ext.lstrip(".") if kind == "csv" else ""
     try:
-        text_formats.decode_text(data[:65536])
+        text_formats.decode_text(data)
     except Unreadable:
         raise Unreadable(f"has an unsupported type ({ext or 'no extension'}): upload {SUPPORTED}") from None
     return "text", ""

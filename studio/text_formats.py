@@ -11,6 +11,7 @@ import re
 
 from bs4 import BeautifulSoup, Comment, Doctype, NavigableString
 
+MAX_BAD_UTF8_PER_BYTE = 0.001
 MAX_CONTROL_RATIO = 0.02  # share of C0 control characters (besides \t \n \r \f) above which text is binary junk
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 _BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
@@ -23,21 +24,28 @@ class Unreadable(ValueError):
 def decode_text(data: bytes) -> tuple[str, str]:
     """Decode uploaded bytes as text; return (text, encoding). Raise Unreadable for binary content.
 
-    Order: a BOM wins; NUL bytes mean binary; then strict UTF-8, GB18030 and Windows-1252. Any decoding whose
-    share of control characters exceeds MAX_CONTROL_RATIO is rejected as binary.
+    Order: a BOM wins; NUL bytes mean binary; then strict UTF-8, UTF-8 with U+FFFD replacements when at most
+    MAX_BAD_UTF8_PER_BYTE (0.1%) of the bytes are invalid (damaged or truncated UTF-8), GB18030, Windows-1252. A decoding
+    with more than MAX_CONTROL_RATIO control characters is rejected as binary.
     """
     for bom, encoding in _BOMS:
         if data.startswith(bom):
             return _checked(data.decode(encoding, errors="replace"), encoding), encoding
     if b"\x00" in data:
         raise Unreadable("looks like a binary file, not text (it contains NUL bytes)")
-    for encoding in ("utf-8", "gb18030", "cp1252"):
+    try:
+        return _checked(data.decode("utf-8"), "utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        replaced = data.decode("utf-8", errors="replace")
+    bad = replaced.count("\ufffd")
+    if bad <= len(data) * MAX_BAD_UTF8_PER_BYTE:
+        return _checked(replaced, "utf-8"), "utf-8 (damaged)"
+    for encoding in ("gb18030", "cp1252"):
         try:
             text = data.decode(encoding)
         except UnicodeDecodeError:
             continue
         return _checked(text, encoding), encoding
-    bad = data.decode("utf-8", errors="replace").count("\ufffd")
     raise Unreadable(f"looks like a binary file, not text ({bad:,} bytes are not valid UTF-8)")
 
 

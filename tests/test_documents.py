@@ -131,6 +131,8 @@ def test_legacy_encodings_and_bom(tmp_path):
     assert (chinese.text, chinese.encoding) == ("文档内容，长上下文。", "gb18030")
     bom = read_document(fx.write(tmp_path / "bom.txt", "\ufeffhello\r\nworld".encode("utf-8")))
     assert (bom.text, bom.encoding) == ("hello\nworld", "utf-8-sig")
+    cut = read_document(fx.write(tmp_path / "cut.txt", ("长上下文。" * 400).encode()[:-1]))  # last char truncated
+    assert (cut.text, cut.encoding) == ("长上下文。" * 399 + "长上下文\ufffd", "utf-8 (damaged)")
 
 
 def test_invalid_json(tmp_path):
