@@ -24,7 +24,8 @@ Contract with the runner:
   in the slot after the step whose chunk ends exactly there (`num_computed_tokens + n == num_prompt_tokens`).
 - `reclaim(num_blocks) -> int` (optional) is asked to free KV blocks held outside running sequences (e.g. snapshots
   that share blocks) before the scheduler preempts, gives up on a sequence, or admits with a short first chunk; it
-  returns how many blocks it freed.
+  returns how many blocks it freed. It may demote or drop any unpinned snapshot: `restore` is asked again after a
+  reclaim, and reclaim is not called once a sequence has been admitted with a restore in the same `schedule()`.
 - `abort()` and `add()` are called between steps, never between `schedule()` and `postprocess()`.
 """
 from collections import deque
@@ -203,7 +204,9 @@ class Scheduler:
                 return
             restored = self._restored_len(seq)
             want = min(self._chunk(seq, restored), self._budget(out))
-            self._reclaim(blocks_for(restored + want, self.cache.block_size))
+            if not out.restored and self._reclaim(blocks_for(restored + want, self.cache.block_size)):
+                restored = self._restored_len(seq)
+                want = min(self._chunk(seq, restored), self._budget(out))
             n = min(want, self.cache.blocks.num_free * self.cache.block_size - restored)
             if n < 1 or not self.cache.admit(seq, restored + n):
                 return

@@ -42,7 +42,7 @@ def make_scheduler(num_blocks=64, block_size=4, num_slots=8, max_num_seqs=8, max
 def check_invariants(sched: Scheduler) -> None:
     cache = sched.cache
     held = [b for s in sched.running for b in s.block_table]
-    outside = len(sched.reclaim.__self__.held) if sched.reclaim else 0
+    outside = len(sched.block_holder.held) if hasattr(sched, "block_holder") else 0
     assert len(held) == len(set(held)) and len(held) + cache.blocks.num_free + outside == cache.num_blocks
     assert len(sched.running) + cache.slots.num_free == cache.slots.num_slots
     assert len(sched.running) <= sched.max_num_seqs
@@ -181,6 +181,7 @@ class BlockHolder:
 
     def __init__(self, sched: Scheduler, num_blocks: int):
         self.blocks, self.held, self.calls = sched.cache.blocks, sched.cache.blocks.allocate(num_blocks), []
+        sched.block_holder = self
 
     def reclaim(self, num_blocks: int) -> int:
         self.calls.append(num_blocks)
@@ -198,6 +199,23 @@ def test_reclaim_frees_only_missing_held_blocks(prompt_len, left_held):
     done = run_to_completion(sched)
     assert done["s"].finish_reason == "length" and len(holder.held) == left_held and holder.calls
     assert sched.num_preemptions == 0 and sched.cache.blocks.num_free == 4 - left_held
+
+
+def test_restore_is_asked_again_after_reclaim_and_reclaim_waits_after_a_restore():
+    snapshots = {"dropped": 8, "kept": 4}
+    sched = make_scheduler(num_blocks=6, max_num_batched_tokens=16, prefill_chunk_size=8,
+                           restore=lambda s: snapshots.get(s.request_id, 0))
+    holder = BlockHolder(sched, 5)
+    sched.reclaim = lambda n: snapshots.pop("dropped", None) and holder.reclaim(n)
+    sched.add(make_seq("dropped", 10))
+    assert step(sched)[1] == [("dropped", 0, 8)], "its snapshot went in the reclaim: recompute from 0"
+    sched.add(make_seq("kept", 6))
+    sched.add(make_seq("next", 4))
+    calls = len(holder.calls)
+    sched.reclaim = holder.reclaim
+    assert step(sched)[1] == [("dropped", 8, 2), ("kept", 4, 2)]
+    assert len(holder.calls) == calls + 1, "one reclaim for 'kept'; none for 'next' after a restore this step"
+    assert ("next", 0, 4) in step(sched)[1] and len(holder.calls) == calls + 2
 
 
 def test_without_reclaim_held_blocks_make_a_lone_sequence_fail():
