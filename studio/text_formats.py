@@ -24,9 +24,9 @@ class Unreadable(ValueError):
 def decode_text(data: bytes) -> tuple[str, str]:
     """Decode uploaded bytes as text; return (text, encoding). Raise Unreadable for binary content.
 
-    Order: a BOM wins; NUL bytes mean binary; then strict UTF-8, UTF-8 with U+FFFD replacements when at most
-    MAX_BAD_UTF8_PER_BYTE (0.1%) of the bytes are invalid (damaged or truncated UTF-8), GB18030, Windows-1252. A decoding
-    with more than MAX_CONTROL_RATIO control characters is rejected as binary.
+    Order: a BOM wins; NUL bytes mean binary; then strict UTF-8; UTF-8 with U+FFFD replacements when at most
+    MAX_BAD_UTF8_PER_BYTE (0.1%) of the bytes are invalid (damaged or truncated UTF-8); GB18030; Windows-1252.
+    A decoding with more than MAX_CONTROL_RATIO control characters is rejected as binary.
     """
     for bom, encoding in _BOMS:
         if data.startswith(bom):

@@ -149,11 +149,13 @@ def test_binary_junk_with_text_extension(tmp_path):
 
 
 @pytest.mark.parametrize("name,data,expected", [
-    ("blob.bin", fx.binary_junk(), "blob.bin has an unsupported type (.bin): upload PDF, DOCX, XLSX, PPTX, HTML, "
-                                   "Markdown, text, CSV, JSON or source code"),
-    ("photo.txt", b"\x89PNG\r\n\x1a\n" + bytes(64), "photo.txt is an image; images are not supported (there is no OCR)"),
-    ("old.doc", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(64), "old.doc is a legacy Office file (.doc/.xls/.ppt): "
-                                                                   "save it as .docx, .xlsx or .pptx and upload it again"),
+    ("blob.bin", fx.binary_junk(),
+     "blob.bin has an unsupported type (.bin): upload PDF, DOCX, XLSX, PPTX, HTML, Markdown, text, CSV, JSON or "
+     "source code"),
+    ("photo.txt", b"\x89PNG\r\n\x1a\n" + bytes(64),
+     "photo.txt is an image; images are not supported (there is no OCR)"),
+    ("old.doc", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(64),
+     "old.doc is a legacy Office file (.doc/.xls/.ppt): save it as .docx, .xlsx or .pptx and upload it again"),
     ("empty.txt", b"", "empty.txt is empty (0 bytes)"),
     ("blank.md", b"  \n\n \t\n", "blank.md has no text to read"),
 ], ids=["unsupported", "image", "legacy-office", "empty", "whitespace"])
@@ -191,8 +193,8 @@ def test_injected_counter_streams_progress_and_is_exact(tmp_path):
     assert doc.num_tokens == count_pretokens(doc.text) and not doc.tokens_estimated
 
 
-@pytest.mark.parametrize("text", ["a\nb " * 500, "word  word\n\n\nnext\n" * 300, "x" * 2000, "中文 句子。\n" * 400],
-                         ids=["newlines", "space-runs", "no-boundary", "cjk"])
+@pytest.mark.parametrize("text", ["a\nb " * 500, "word  word\n\n\nnext\n" * 300, "x" * 2000,
+                                  "中文 句子。\n" * 400], ids=["newlines", "space-runs", "no-boundary", "cjk"])
 def test_split_for_counting_keeps_text_and_counts(text):
     pieces = split_for_counting(text, slice_chars=97)
     assert "".join(pieces) == text and len(pieces) > 1
