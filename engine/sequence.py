@@ -22,6 +22,8 @@ class Sequence:
 
     `sampling_params` is opaque here; the scheduler reads `.max_tokens` (None = no limit), `.ignore_eos` and the
     optional `.stop_token_ids`. `block_size` is set by the cache that admits the sequence (used by `num_blocks`).
+    `num_cached_tokens` counts the tokens restored from a kept snapshot at the latest admission (for stats); only
+    the scheduler writes it and `num_computed_tokens`.
     """
 
     def __init__(self, request_id: str, prompt_token_ids: list[int], sampling_params,
