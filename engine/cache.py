@@ -15,6 +15,10 @@ class ModelCache:
         rows = num_blocks * block_size
         self.keys = {l: torch.zeros(rows, cfg.num_kv_heads, D, dtype=dtype, device=device) for l in cfg.softmax_layers}
         self.values = {l: torch.zeros(rows, cfg.num_kv_heads, D, dtype=dtype, device=device) for l in cfg.softmax_layers}
+        self.device = torch.device(device or "cpu")
+        self.device_type = self.device.type
+        self.slot_bytes = self.bytes_per_slot(cfg)
+        self.token_bytes = self.bytes_per_token(cfg, dtype)
 
     @staticmethod
     def bytes_per_slot(cfg: ModelConfig) -> int:
@@ -37,24 +41,28 @@ class ModelCache:
         """KV rows of the first `num_tokens` tokens of a sequence that owns `block_table`."""
         blocks = torch.tensor(block_table, dtype=torch.long)
         rows = (blocks[:, None] * self.block_size + torch.arange(self.block_size)[None, :]).flatten()
-        return rows[:num_tokens].to(device)
+        return rows[:num_tokens].to(device or self.device)
 
     def clear_slot(self, slot: int) -> None:
         for s in self.states.values():
             s[slot].zero_()
 
-    def snapshot(self, slot: int, rows: torch.Tensor, device=None) -> dict:
-        """Copy a sequence's whole state (lightning states + KV of `rows`) out of the pools."""
-        return {
-            "states": {l: s[slot].to(device, copy=True) for l, s in self.states.items()},
-            "keys": {l: k[rows].to(device, copy=True) for l, k in self.keys.items()},
-            "values": {l: v[rows].to(device, copy=True) for l, v in self.values.items()},
-        }
-
-    def restore(self, snap: dict, slot: int, rows: torch.Tensor) -> None:
-        """Write a snapshot back into a slot and the given KV rows (bit-identical copy)."""
+    def write_slot(self, slot: int, states: dict) -> None:
+        """Overwrite every lightning layer's state in `slot` (bit-identical copy)."""
         for l, s in self.states.items():
-            s[slot].copy_(snap["states"][l])
+            s[slot].copy_(states[l])
+
+    def read_rows(self, rows: torch.Tensor) -> tuple[dict, dict]:
+        """Copies of the softmax KV at `rows`, per layer."""
+        return {l: k[rows] for l, k in self.keys.items()}, {l: v[rows] for l, v in self.values.items()}
+
+    def write_rows(self, rows: torch.Tensor, keys: dict, values: dict) -> None:
         for l in self.keys:
-            self.keys[l][rows] = snap["keys"][l].to(self.keys[l].device)
-            self.values[l][rows] = snap["values"][l].to(self.values[l].device)
+            self.keys[l][rows] = keys[l].to(self.keys[l].device)
+            self.values[l][rows] = values[l].to(self.values[l].device)
+
+    def copy_rows(self, src: torch.Tensor, dst: torch.Tensor) -> None:
+        """KV of rows `src` copied to rows `dst` (restoring a snapshot whose blocks stay on the device)."""
+        for l in self.keys:
+            self.keys[l][dst] = self.keys[l][src]
+            self.values[l][dst] = self.values[l][src]

@@ -1,0 +1,277 @@
+"""`LLMEngine`: continuous batching over the model — add requests, `step()`, read updates; sessions reuse state.
+
+One step = scheduler picks decodes + prefill chunks -> kept state is restored into newly admitted sequences ->
+one packed forward -> sample -> text deltas with stop strings held back -> finished requests keep their state.
+"""
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .block_manager import CacheManager
+from .cache import ModelCache
+from .config import ModelConfig
+from .model import MiniMaxM1
+from .outputs import RequestUpdate
+from .reasoning import ReasoningSplitter
+from .runner import ModelRunner, StepItem
+from .sampling import SamplingParams, make_generator, sample
+from .scheduler import LENGTH_EXCEEDED, Scheduler
+from .sequence import Sequence, SequenceStatus
+from .snapshots import SnapshotKeeper
+from .tokenizer import load_tokenizer
+from .weights import load_weights
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+BLOCK_SIZE = 256
+CPU_DEFAULT_CONTEXT = 65_536
+
+
+@dataclass
+class EngineArgs:
+    """Serving limits; None means "derive from the device" (CPU: modest fixed sizes; CUDA: from free memory)."""
+    max_model_len: int | None = None
+    max_num_seqs: int = 32
+    max_num_batched_tokens: int = 8192
+    prefill_chunk_size: int = 8192
+    kv_cache_tokens: int | None = None
+    gpu_memory_utilization: float = 0.9
+    enable_state_reuse: bool = True
+    device_state_bytes: int | None = None
+    host_state_bytes: int = 8 << 30
+    disk_state_bytes: int = 0
+    disk_state_dir: str | None = None
+
+
+def resolve_dtype(dtype, device: torch.device, cfg: ModelConfig) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.float32 if device.type == "cpu" else DTYPES.get(cfg.torch_dtype, torch.bfloat16)
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)} or a torch.dtype, got {dtype!r}")
+    return DTYPES[dtype]
+
+
+@dataclass
+class _Request:
+    seq: Sequence
+    params: SamplingParams
+    generator: torch.Generator | None
+    decoder: object
+    splitter: ReasoningSplitter
+    arrival: float
+    text: str = ""
+    sent: int = 0
+    first_token_time: float | None = None
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    num_tokens: int = 0
+    stop_hit: bool = False
+
+
+class LLMEngine:
+    def __init__(self, model: str, *, device=None, dtype=None, args: EngineArgs | None = None, progress=None):
+        if not Path(model).is_dir():
+            raise FileNotFoundError(f"model path {model!r} is not a directory (expected a checkpoint with config.json)")
+        self.args = args = args or EngineArgs()
+        self.model_dir = str(model)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.config = cfg = ModelConfig.from_dir(model)
+        self.dtype = resolve_dtype(dtype, self.device, cfg)
+        self.tokenizer = load_tokenizer(model)
+        t0 = time.perf_counter()
+        self.model = MiniMaxM1(cfg, self.dtype, self.device)
+        self.load_stats = load_weights(self.model, model, progress)
+        self.load_stats["seconds"] = time.perf_counter() - t0
+        default_len = CPU_DEFAULT_CONTEXT if self.device.type == "cpu" else 1 << 20
+        self.max_model_len = args.max_model_len or min(cfg.max_position_embeddings, default_len)
+        num_blocks = self._num_kv_blocks()
+        self.cache = ModelCache(cfg, args.max_num_seqs, num_blocks, BLOCK_SIZE, self.dtype, self.device)
+        self.runner = ModelRunner(self.model, self.cache, self.device)
+        self.cache_manager = CacheManager(num_blocks, BLOCK_SIZE, args.max_num_seqs)
+        self.keeper = None
+        if args.enable_state_reuse:
+            device_bytes = args.device_state_bytes
+            if device_bytes is None:
+                device_bytes = num_blocks * BLOCK_SIZE * self.cache.token_bytes // 4 + 4 * self.cache.slot_bytes
+            self.keeper = SnapshotKeeper(self.cache, self.cache_manager.blocks, device_bytes, args.host_state_bytes,
+                                         args.disk_state_bytes, args.disk_state_dir)
+        self.scheduler = Scheduler(args.max_num_seqs, max(args.max_num_batched_tokens, args.max_num_seqs),
+                                   args.prefill_chunk_size, self.cache_manager, self.tokenizer.eos_token_ids,
+                                   restore=self.keeper.restorable if self.keeper else None,
+                                   on_release=self._on_release,
+                                   reclaim=self.keeper.reclaim if self.keeper else None)
+        self.requests: dict[str, _Request] = {}
+
+    def _num_kv_blocks(self) -> int:
+        tokens = self.args.kv_cache_tokens
+        if tokens is None and self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            states = self.args.max_num_seqs * ModelCache.bytes_per_slot(self.config)
+            budget = free * self.args.gpu_memory_utilization - states - (2 << 30)
+            tokens = int(budget // max(ModelCache.bytes_per_token(self.config, self.dtype), 1))
+            if tokens < BLOCK_SIZE:
+                raise MemoryError(f"no room for a KV cache on {self.device}: {free / 2**30:.1f} GiB free after weights")
+        if tokens is None:  # CPU: room for two full-length sequences
+            tokens = 2 * self.max_model_len
+        return max(1, -(-min(tokens, 4 * self.max_model_len) // BLOCK_SIZE))
+
+    # --- requests ---------------------------------------------------------------------------------------------
+    def add_request(self, prompt_token_ids: list[int], params: SamplingParams | None = None,
+                    request_id: str | None = None) -> str:
+        params = params or SamplingParams()
+        n = len(prompt_token_ids)
+        if n == 0:
+            raise ValueError("the prompt is empty")
+        if n >= self.max_model_len:
+            raise ValueError(f"the prompt has {n} tokens; the context window is {self.max_model_len} tokens "
+                             f"(over by {n - self.max_model_len + 1})")
+        bad = next((t for t in prompt_token_ids if not 0 <= t < self.config.vocab_size), None)
+        if bad is not None:
+            raise ValueError(f"token id {bad} is outside the model's vocabulary [0, {self.config.vocab_size})")
+        request_id = request_id or uuid.uuid4().hex
+        limit = self.max_model_len - n
+        if params.max_tokens > limit:
+            params = SamplingParams(**{**vars(params), "max_tokens": limit})
+        seq = Sequence(request_id, list(prompt_token_ids), params)
+        self.requests[request_id] = _Request(seq, params, make_generator(params, self.device),
+                                             self.tokenizer.stream(), ReasoningSplitter(), time.perf_counter())
+        self.scheduler.add(seq)
+        return request_id
+
+    def abort(self, request_id: str) -> None:
+        """Stop a request now: its slot and blocks are free when this returns."""
+        self.scheduler.abort(request_id)
+        self.requests.pop(request_id, None)
+        if self.keeper:
+            self.keeper.flush()
+
+    def force_tokens(self, request_id: str, token_ids: list[int]) -> None:
+        """Append tokens to a running generation as if sampled (e.g. `</think>` to end the reasoning now)."""
+        req = self.requests.get(request_id)
+        if req is None or req.seq.is_finished:
+            return
+        for t in token_ids:
+            req.seq.append_token(t)
+            self._emit_token(req, t)
+
+    @property
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_unfinished
+
+    # --- one step ---------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def step(self) -> list[RequestUpdate]:
+        out = self.scheduler.schedule()
+        updates = [self._finish_update(self.requests.pop(s.request_id), s) for s in out.finished
+                   if s.request_id in self.requests]
+        if out.is_empty:
+            return updates
+        for seq in out.restored:
+            self.keeper.restore_into(seq)
+        sample_ids = {s.request_id for s in out.sample_seqs}
+        scheduled = out.scheduled
+        items = [self._item(seq, n) for seq, n in scheduled]
+        ends = [i for i, (seq, n) in enumerate(scheduled) if self._ends_fresh_prompt(seq, n)]
+        for i in ends:
+            if scheduled[i][1] == 1:  # the state before the last prompt token is already in the slot
+                self.keeper.keep(scheduled[i][0], scheduled[i][0].num_prompt_tokens - 1)
+        split = [i for i in ends if scheduled[i][1] >= 2]
+        for i in split:  # run the prompt's last token apart, so the state just before it can be kept
+            items[i].new_tokens = items[i].new_tokens[:-1]
+        logits = self.runner.run(items)
+        if split:
+            for i in split:
+                self.keeper.keep(scheduled[i][0], scheduled[i][0].num_prompt_tokens - 1)
+            tails = [StepItem([s.token_ids[-1]], s.num_tokens - 1, s.state_slot, s.block_table)
+                     for s in (scheduled[i][0] for i in split)]
+            logits[split] = self.runner.run(tails)
+        rows = [i for i, (seq, _) in enumerate(scheduled) if seq.request_id in sample_ids]
+        sampled_seqs = [scheduled[i][0] for i in rows]
+        reqs = [self.requests[s.request_id] for s in sampled_seqs]
+        tokens = sample(logits[rows], [r.params for r in reqs], [r.generator for r in reqs],
+                        vocab_limit=self.tokenizer.vocab_size) if rows else []
+        sampled = {s.request_id: t for s, t in zip(sampled_seqs, tokens)}
+        finished = {s.request_id for s in self.scheduler.postprocess(out, sampled)}
+        for seq, n in scheduled:
+            req = self.requests.get(seq.request_id)
+            if req is None:
+                continue
+            if seq.request_id in sampled:
+                updates.append(self._token_update(req, sampled[seq.request_id], seq.request_id in finished))
+            else:
+                updates.append(RequestUpdate(seq.request_id, prefill_done=seq.num_computed_tokens,
+                                             prefill_total=seq.num_prompt_tokens))
+        if self.keeper:
+            self.keeper.flush()
+        return updates
+
+    def _ends_fresh_prompt(self, seq: Sequence, n: int) -> bool:
+        """A chunk that completes a new prompt: the state before its last token is what follow-up turns and
+        regenerations restore (a restore must leave at least one token to run)."""
+        return bool(self.keeper) and seq.num_tokens == seq.num_prompt_tokens > 1 \
+            and seq.num_computed_tokens + n == seq.num_prompt_tokens
+
+    def _item(self, seq: Sequence, n: int) -> StepItem:
+        start = seq.num_computed_tokens
+        if start == 0:
+            self.cache.clear_slot(seq.state_slot)
+        return StepItem(seq.token_ids[start:start + n], start, seq.state_slot, seq.block_table)
+
+    def _on_release(self, seq: Sequence) -> None:
+        if self.keeper and seq.num_computed_tokens > 0:
+            self.keeper.keep(seq, seq.num_computed_tokens, on_device=seq.status is not SequenceStatus.WAITING)
+
+    def _emit_token(self, req: _Request, token: int) -> None:
+        if req.first_token_time is None:
+            req.first_token_time = time.perf_counter()
+            req.cached_tokens = req.seq.num_cached_tokens
+        req.num_tokens += 1
+        piece = "" if token in self.tokenizer.eos_token_ids and not req.params.ignore_eos else req.decoder.push(token)
+        req.splitter.feed(piece)
+        if req.splitter.in_reasoning:  # the think block comes first: every token so far belongs to it
+            req.reasoning_tokens = req.num_tokens
+        req.text += piece
+        for stop in req.params.stop:
+            at = req.text.find(stop, max(0, req.sent - len(stop)))
+            if at != -1:
+                req.text, req.stop_hit = req.text[:at], True
+
+    def _token_update(self, req: _Request, token: int, finished: bool) -> RequestUpdate:
+        self._emit_token(req, token)
+        rid = req.seq.request_id
+        if req.stop_hit and not finished:
+            self.scheduler.abort(rid)
+            finished = True
+        if finished:
+            return self._finish_update(self.requests.pop(rid), req.seq, [token])
+        hold = max((len(s) - 1 for s in req.params.stop), default=0)
+        upto = max(req.sent, len(req.text) - hold)
+        delta, req.sent = req.text[req.sent:upto], upto
+        return RequestUpdate(rid, [token], delta, req.seq.num_prompt_tokens, req.seq.num_prompt_tokens)
+
+    def _finish_update(self, req: _Request, seq: Sequence, tokens=()) -> RequestUpdate:
+        if not req.stop_hit:
+            req.text += req.decoder.flush()
+        delta = req.text[req.sent:]
+        now = time.perf_counter()
+        first = req.first_token_time or now
+        n_out = seq.num_completion_tokens
+        stats = {"ttft": first - req.arrival, "seconds": now - req.arrival,
+                 "tokens_per_s": (n_out - 1) / (now - first) if n_out > 1 and now > first else 0.0,
+                 "prompt_tokens": seq.num_prompt_tokens, "cached_tokens": req.cached_tokens,
+                 "completion_tokens": n_out, "reasoning_tokens": req.reasoning_tokens}
+        reason = "stop" if req.stop_hit else seq.finish_reason
+        error = None
+        if reason == LENGTH_EXCEEDED:
+            error = f"the request needs {seq.num_tokens} tokens of KV cache; the cache holds " \
+                    f"{self.cache_manager.num_blocks * BLOCK_SIZE}"
+        return RequestUpdate(seq.request_id, list(tokens), delta, seq.num_prompt_tokens, seq.num_prompt_tokens,
+                             True, reason, stats, error)
+
+    def state_stats(self) -> dict:
+        return self.keeper.index.stats() if self.keeper else {}
