@@ -10,7 +10,7 @@ whose message names the file; reading has no side effects, so a failure leaves n
 import math
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from studio import formats, text_formats
@@ -55,7 +55,7 @@ class Document:
 
     name: str
     kind: str
-    text: str
+    text: str = field(repr=False)
     num_bytes: int
     num_tokens: int
     tokens_estimated: bool
