@@ -11,6 +11,7 @@ import fixtures_docs as fx
 from studio.documents import read_document
 from studio.store import DEFAULT_TITLE, NotFound, SessionStore
 from studio.store_schema import SCHEMA_VERSION, fts5_trigram_available, migrate
+from studio.store_search import search_sessions
 
 _PRE = ByteLevel(add_prefix_space=False, use_regex=True)
 
@@ -234,6 +235,18 @@ def test_search_by_title_and_content(store):
     assert [h["session_id"] for h in store.search(alice, "上下文")] == [budget]
     assert [h["session_id"] for h in store.search(alice, "0%")] == [budget]  # LIKE path, % escaped
     assert store.search(alice, "1_0") == [] and store.search(alice, "  ") == []
+
+
+def test_like_fallback_finds_what_the_index_finds(store):
+    alice = store.ensure_user("alice")
+    for title, answer in (("One", "Der Zug fährt um acht."), ("Two", "The train leaves at EIGHT.")):
+        chat(store, alice, store.create_session(alice, title)["id"], "when?", answer)
+    for query in ("eight", "fährt", "at e", "ZUG", "nothing"):
+        with store._lock:
+            fallback = search_sessions(store._conn, alice, query, use_fts=False)
+        assert fallback == store.search(alice, query)
+    assert [hit["title"] for hit in store.search(alice, "zug")] == ["One"]
+    assert [hit["title"] for hit in store.search(alice, "E")] == ["One", "Two"]  # title hits before newer content
 
 
 def test_user_isolation(store):
