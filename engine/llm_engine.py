@@ -64,6 +64,7 @@ class _Request:
     decoder: object
     splitter: ReasoningSplitter
     arrival: float
+    keep_points: list[int]
     text: str = ""
     sent: int = 0
     first_token_time: float | None = None
@@ -122,7 +123,7 @@ class LLMEngine:
 
     # --- requests ---------------------------------------------------------------------------------------------
     def add_request(self, prompt_token_ids: list[int], params: SamplingParams | None = None,
-                    request_id: str | None = None) -> str:
+                    request_id: str | None = None, keep_at: list[int] = ()) -> str:
         params = params or SamplingParams()
         n = len(prompt_token_ids)
         if n == 0:
@@ -138,8 +139,10 @@ class LLMEngine:
         if params.max_tokens > limit:
             params = SamplingParams(**{**vars(params), "max_tokens": limit})
         seq = Sequence(request_id, list(prompt_token_ids), params)
+        keep_points = sorted({k for k in (*keep_at, n - 1) if 0 < k < n})
         self.requests[request_id] = _Request(seq, params, make_generator(params, self.device),
-                                             self.tokenizer.stream(), ReasoningSplitter(), time.perf_counter())
+                                             self.tokenizer.stream(), ReasoningSplitter(), time.perf_counter(),
+                                             keep_points)
         self.scheduler.add(seq)
         return request_id
 
@@ -175,21 +178,7 @@ class LLMEngine:
             self.keeper.restore_into(seq)
         sample_ids = {s.request_id for s in out.sample_seqs}
         scheduled = out.scheduled
-        items = [self._item(seq, n) for seq, n in scheduled]
-        ends = [i for i, (seq, n) in enumerate(scheduled) if self._ends_fresh_prompt(seq, n)]
-        for i in ends:
-            if scheduled[i][1] == 1:  # the state before the last prompt token is already in the slot
-                self.keeper.keep(scheduled[i][0], scheduled[i][0].num_prompt_tokens - 1)
-        split = [i for i in ends if scheduled[i][1] >= 2]
-        for i in split:  # run the prompt's last token apart, so the state just before it can be kept
-            items[i].new_tokens = items[i].new_tokens[:-1]
-        logits = self.runner.run(items)
-        if split:
-            for i in split:
-                self.keeper.keep(scheduled[i][0], scheduled[i][0].num_prompt_tokens - 1)
-            tails = [StepItem([s.token_ids[-1]], s.num_tokens - 1, s.state_slot, s.block_table)
-                     for s in (scheduled[i][0] for i in split)]
-            logits[split] = self.runner.run(tails)
+        logits = self._forward(scheduled)
         rows = [i for i, (seq, _) in enumerate(scheduled) if seq.request_id in sample_ids]
         sampled_seqs = [scheduled[i][0] for i in rows]
         reqs = [self.requests[s.request_id] for s in sampled_seqs]
@@ -210,11 +199,32 @@ class LLMEngine:
             self.keeper.flush()
         return updates
 
-    def _ends_fresh_prompt(self, seq: Sequence, n: int) -> bool:
-        """A chunk that completes a new prompt: the state before its last token is what follow-up turns and
-        regenerations restore (a restore must leave at least one token to run)."""
-        return bool(self.keeper) and seq.num_tokens == seq.num_prompt_tokens > 1 \
-            and seq.num_computed_tokens + n == seq.num_prompt_tokens
+    def _forward(self, scheduled: list[tuple[Sequence, int]]) -> torch.Tensor:
+        """Run the step; where a chunk crosses a keep point, run it in two parts and keep the state in between.
+
+        Keep points are prompt positions whose state follow-up turns will restore: by default the prompt minus its
+        last token (regenerate; a restore must leave one token to run), plus any the caller named (e.g. the end of
+        the chat template's generation prompt, before a forced `<think>`)."""
+        items, tails = [], []
+        for i, (seq, n) in enumerate(scheduled):
+            item = self._item(seq, n)
+            start = seq.num_computed_tokens
+            points = [k for k in self.requests[seq.request_id].keep_points if start <= k < start + n] \
+                if self.keeper else []
+            if points and points[0] == start:
+                self.keeper.keep(seq, start)
+                points = points[1:]
+            if points:
+                cut = points[0] - start
+                tails.append((i, seq, StepItem(item.new_tokens[cut:], start + cut, seq.state_slot, seq.block_table)))
+                item.new_tokens = item.new_tokens[:cut]
+            items.append(item)
+        logits = self.runner.run(items)
+        if tails:
+            for _, seq, tail in tails:
+                self.keeper.keep(seq, tail.past_len)
+            logits[[i for i, _, _ in tails]] = self.runner.run([tail for _, _, tail in tails])
+        return logits
 
     def _item(self, seq: Sequence, n: int) -> StepItem:
         start = seq.num_computed_tokens

@@ -215,3 +215,17 @@ def test_device_snapshots_give_way_to_running_sequences(tiny_official):
     tokens, final = run(engine, list(range(2000, 1000, -1)))  # needs 4+ blocks: snapshots must move to the host
     assert final.finish_reason == "length" and len(tokens) == GREEDY.max_tokens
     assert engine.keeper.index.stats()["num_demoted"] > 0
+
+
+def test_keep_point_before_a_forced_think_serves_the_next_turn(tiny_official):
+    engine = make_engine(tiny_official)
+    tok = engine.tokenizer
+    msgs = [{"role": "user", "content": "Read this. " * 80}]
+    gen_prompt = tok.encode_chat(msgs)
+    think = tok.encode("<think>\n")
+    engine.add_request(gen_prompt + think, GREEDY, keep_at=[len(gen_prompt)])
+    while engine.has_unfinished:
+        engine.step()
+    follow = tok.encode_chat(msgs + [{"role": "assistant", "content": "An answer."}, {"role": "user", "content": "And?"}])
+    _, final = run(engine, follow + think)
+    assert final.stats["cached_tokens"] == len(gen_prompt)
