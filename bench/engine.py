@@ -137,7 +137,10 @@ def bench_transformers(d, res):
     cfg = hf_config(json.load(open(os.path.join(d, "config.json"))))
     cfg.pop("architectures", None)
     cfg.pop("model_type", None)
-    hf = MiniMaxForCausalLM(MiniMaxConfig(**cfg)).to(DEV, torch.bfloat16).eval()
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device(DEV):  # build in place: a CPU fp32 init of this size would take minutes
+        hf = MiniMaxForCausalLM(MiniMaxConfig(**cfg)).eval()
+    torch.set_default_dtype(torch.float32)
     names = {"mlp.experts.gate_up_proj": "block_sparse_moe.w13", "mlp.experts.down_proj": "block_sparse_moe.w2",
              "mlp.gate.weight": "block_sparse_moe.gate.weight"}
     with torch.no_grad():
