@@ -1,0 +1,53 @@
+"""Prompt ids of the next chat turn and the window check that refuses a turn that cannot fit.
+
+The texts come from the session store (studio.store_prompt: history, documents inlined in the user message of
+their turn); this module adds the turn being sent (before it is stored), encodes with the engine's chat format
+and appends the forced "<think>\\n" with its keep point.
+"""
+from dataclasses import dataclass
+
+from studio.generation import THINK_START
+from studio.store_prompt import document_block
+
+
+class ContextOverflow(ValueError):
+    """The turn does not fit the context window; `overflow` is by how many tokens."""
+
+    def __init__(self, message: str, overflow: int):
+        super().__init__(message)
+        self.overflow = overflow
+
+
+@dataclass
+class Prompt:
+    """Token ids to send, the keep points for the engine, and the message dicts they encode."""
+    ids: list[int]
+    keep_at: list[int]
+    messages: list[dict]
+
+
+def user_content(documents: list[tuple[str, str]], text: str) -> str:
+    """A user message as the store replays it: each (name, text) document block, then the text, newline-joined."""
+    pieces = [document_block(name, body) for name, body in documents] + ([text] if text else [])
+    return "\n".join(pieces)
+
+
+def encode(tokenizer, messages: list[dict], force_think_start: bool) -> Prompt:
+    """Encode messages with the generation prompt; with force_think_start append "<think>\\n" and keep the state
+    right before it (the point the next turn's prompt shares)."""
+    ids = tokenizer.encode_chat(messages)
+    if not force_think_start:
+        return Prompt(ids, [], messages)
+    return Prompt(ids + tokenizer.encode(THINK_START), [len(ids)], messages)
+
+
+def check_fits(prompt_tokens: int, max_tokens: int, window: int) -> None:
+    """Raise ContextOverflow when the prompt plus the reserved output exceeds the window, saying by how much."""
+    total = prompt_tokens + max_tokens
+    if total > window:
+        over = total - window
+        raise ContextOverflow(
+            f"This turn does not fit the context window: the prompt is {prompt_tokens:,} tokens and "
+            f"{max_tokens:,} are reserved for the reply (max tokens), {total:,} in all against a window of "
+            f"{window:,}: over by {over:,} tokens. Remove a document, shorten the message or the history "
+            f"(start a new chat), or lower max tokens.", over)
