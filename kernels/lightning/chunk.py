@@ -7,7 +7,7 @@ Three launches, each reading its inputs once (see bench/NOTES_kernels.md for the
    in `buf` by the state entering chunk c and writing the final state.
 3. `_output_kernel`, one program per (chunk, head, V slice): the exact block form with blocks of BT tokens, starting
    from the chunk's entering state held in registers. O = diag(q_decay) Q S + (Q K^T * D) V.
-Dot operands that are fp32 values (S, P = QK^T*D, K*k_decay) are split into bf16 hi + lo parts for bf16 inputs, so
+Dot operands that are fp32 values (S, P = QK^T*D, V*k_decay) are split into bf16 hi + lo parts for bf16 inputs, so
 the tensor cores keep ~16 mantissa bits; fp32 inputs use IEEE fp32 dots. All decay is computed with exp2.
 """
 import torch
@@ -21,42 +21,42 @@ HEAD_DIMS = (16, 32, 64, 128)
 
 
 @triton.jit
-def _mm(a, b, acc, IEEE: tl.constexpr, INTERP: tl.constexpr):
+def _mm(a, b, acc, IEEE: tl.constexpr, INTERP: tl.constexpr, F32P: tl.constexpr):
     """acc + a @ b; IEEE fp32 for fp32 operands. The interpreter multiplies bf16 bit patterns as integers
     (Triton 3.9), so there the operands go to fp32 first: exact for bf16 values."""
     if INTERP:
         return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
     if IEEE:
-        return tl.dot(a, b, acc, input_precision="ieee")
+        return tl.dot(a, b, acc, input_precision=F32P)
     return tl.dot(a, b, acc)
 
 
 @triton.jit
-def _dot_a32(a, b, acc, IEEE: tl.constexpr, SPLIT: tl.constexpr, INTERP: tl.constexpr):
+def _dot_a32(a, b, acc, IEEE: tl.constexpr, SPLIT: tl.constexpr, INTERP: tl.constexpr, F32P: tl.constexpr):
     """acc + a @ b where a is fp32 and b is in the input dtype (bf16 hi + lo parts of a when SPLIT)."""
     if IEEE:
-        return _mm(a, b, acc, IEEE, INTERP)
+        return _mm(a, b, acc, IEEE, INTERP, F32P)
     hi = a.to(b.dtype)
-    acc = _mm(hi, b, acc, IEEE, INTERP)
+    acc = _mm(hi, b, acc, IEEE, INTERP, F32P)
     if SPLIT:
-        acc = _mm((a - hi.to(tl.float32)).to(b.dtype), b, acc, IEEE, INTERP)
+        acc = _mm((a - hi.to(tl.float32)).to(b.dtype), b, acc, IEEE, INTERP, F32P)
     return acc
 
 
 @triton.jit
-def _dot_b32(a, b, acc, IEEE: tl.constexpr, SPLIT: tl.constexpr, INTERP: tl.constexpr):
+def _dot_b32(a, b, acc, IEEE: tl.constexpr, SPLIT: tl.constexpr, INTERP: tl.constexpr, F32P: tl.constexpr):
     """acc + a @ b where b is fp32 and a is in the input dtype (bf16 hi + lo parts of b when SPLIT)."""
     if IEEE:
-        return _mm(a, b, acc, IEEE, INTERP)
+        return _mm(a, b, acc, IEEE, INTERP, F32P)
     hi = b.to(a.dtype)
-    acc = _mm(a, hi, acc, IEEE, INTERP)
+    acc = _mm(a, hi, acc, IEEE, INTERP, F32P)
     if SPLIT:
-        acc = _mm(a, (b - hi.to(tl.float32)).to(a.dtype), acc, IEEE, INTERP)
+        acc = _mm(a, (b - hi.to(tl.float32)).to(a.dtype), acc, IEEE, INTERP, F32P)
     return acc
 
 
 @triton.jit
-def _locate(p, chunk_seq, chunk_off, cu_seqlens, T, CHUNK: tl.constexpr, VARLEN: tl.constexpr):
+def _locate(p, chunk_seq, chunk_off, cu_seqlens, T, CHUNK, VARLEN: tl.constexpr):
     """Program p's chunk: (first token, number of tokens); the count is <= 0 for spare programs."""
     if VARLEN:
         n = tl.load(chunk_seq + p)
@@ -71,9 +71,10 @@ def _locate(p, chunk_seq, chunk_off, cu_seqlens, T, CHUNK: tl.constexpr, VARLEN:
 
 @triton.jit
 def _delta_kernel(k, v, slopes, buf, chunk_seq, chunk_off, cu_seqlens, T, s_kt, s_kh, s_vt, s_vh,
-                  H: tl.constexpr, D: tl.constexpr, CHUNK: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
-                  VARLEN: tl.constexpr, IEEE: tl.constexpr, SPLIT: tl.constexpr, INTERP: tl.constexpr):
-    p, h, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+                  H: tl.constexpr, D: tl.constexpr, CHUNK, BT: tl.constexpr, BV: tl.constexpr,
+                  VARLEN: tl.constexpr, IEEE: tl.constexpr, SPLIT: tl.constexpr, INTERP: tl.constexpr,
+                  F32P: tl.constexpr):
+    i_v, p, h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     start, m = _locate(p, chunk_seq, chunk_off, cu_seqlens, T, CHUNK, VARLEN)
     if m <= 0:
         return
@@ -88,14 +89,14 @@ def _delta_kernel(k, v, slopes, buf, chunk_seq, chunk_off, cu_seqlens, T, s_kt, 
         b_k = tl.load(p_k + rows[:, None].to(tl.int64) * s_kt + o_d[None, :], mask=m_r[:, None], other=0.0)
         b_v = tl.load(p_v + rows[:, None].to(tl.int64) * s_vt + o_v[None, :], mask=m_r[:, None], other=0.0)
         k_decay = tl.where(m_r, tl.exp2(-slope * (m - 1 - rows).to(tl.float32)), 0.0)
-        acc = _dot_a32(tl.trans(b_k.to(tl.float32) * k_decay[:, None]), b_v, acc, IEEE, SPLIT, INTERP)
+        acc = _dot_b32(tl.trans(b_k), b_v.to(tl.float32) * k_decay[:, None], acc, IEEE, SPLIT, INTERP, F32P)
     p_buf = buf + (p * H + h).to(tl.int64) * D * D + o_d[:, None] * D + o_v[None, :]
     tl.store(p_buf, acc)
 
 
 @triton.jit
 def _scan_kernel(buf, init, final, slopes, chunk_off, cu_seqlens, T, H: tl.constexpr, D: tl.constexpr,
-                 CHUNK: tl.constexpr, BK: tl.constexpr, VARLEN: tl.constexpr, HAS_INIT: tl.constexpr):
+                 CHUNK, BK: tl.constexpr, VARLEN: tl.constexpr, HAS_INIT: tl.constexpr):
     n, h, i_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     if VARLEN:
         length = tl.load(cu_seqlens + n + 1) - tl.load(cu_seqlens + n)
@@ -122,18 +123,21 @@ def _scan_kernel(buf, init, final, slopes, chunk_off, cu_seqlens, T, H: tl.const
 
 @triton.jit
 def _output_kernel(q, k, v, o, slopes, buf, chunk_seq, chunk_off, cu_seqlens, T, s_qt, s_qh, s_kt, s_kh, s_vt, s_vh,
-                   H: tl.constexpr, D: tl.constexpr, CHUNK: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
-                   VARLEN: tl.constexpr, IEEE: tl.constexpr, SPLIT: tl.constexpr, INTERP: tl.constexpr):
-    p, h, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+                   H: tl.constexpr, D: tl.constexpr, CHUNK, BT: tl.constexpr, BV: tl.constexpr,
+                   VARLEN: tl.constexpr, IEEE: tl.constexpr, SPLIT: tl.constexpr, SPLIT_P: tl.constexpr,
+                   INTERP: tl.constexpr, F32P: tl.constexpr):
+    i_v, p, h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     start, m = _locate(p, chunk_seq, chunk_off, cu_seqlens, T, CHUNK, VARLEN)
     if m <= 0:
         return
     slope = tl.load(slopes + h) * 1.4426950408889634
     o_t, o_d, o_v = tl.arange(0, BT), tl.arange(0, D), i_v * BV + tl.arange(0, BV)
     state = tl.load(buf + (p * H + h).to(tl.int64) * D * D + o_d[:, None] * D + o_v[None, :])
-    diff = (o_t[:, None] - o_t[None, :]).to(tl.float32)
-    intra_decay = tl.where(diff >= 0, tl.exp2(-slope * tl.maximum(diff, 0.0)), 0.0)
+    centered = (o_t - BT // 2).to(tl.float32)  # exp(-s(i-j)) = row_scale_i * col_scale_j, exponents within +-85
+    row_scale, col_scale = tl.exp2(-slope * centered), tl.exp2(slope * centered)
+    causal = o_t[:, None] >= o_t[None, :]
     q_decay = tl.exp2(-slope * (o_t + 1).to(tl.float32))
+    k_decay = tl.exp2(-slope * (BT - 1 - o_t).to(tl.float32))
     t64 = start.to(tl.int64)
     for t0 in range(0, m, BT):
         rows = t0 + o_t
@@ -142,15 +146,14 @@ def _output_kernel(q, k, v, o, slopes, buf, chunk_seq, chunk_off, cu_seqlens, T,
         b_q = tl.load(q + r64 * s_qt + h * s_qh + o_d[None, :], mask=m_r[:, None], other=0.0)
         b_k = tl.load(k + r64 * s_kt + h * s_kh + o_d[None, :], mask=m_r[:, None], other=0.0)
         b_v = tl.load(v + r64 * s_vt + h * s_vh + o_v[None, :], mask=m_r[:, None], other=0.0)
-        scores = _mm(b_q, tl.trans(b_k), tl.full([BT, BT], 0.0, tl.float32), IEEE, INTERP)
-        acc = _dot_b32(b_q, state, tl.full([BT, BV], 0.0, tl.float32), IEEE, SPLIT, INTERP) * q_decay[:, None]
-        acc = _dot_a32(scores * intra_decay, b_v, acc, IEEE, SPLIT, INTERP)
+        scores = _mm(b_q, tl.trans(b_k), tl.full([BT, BT], 0.0, tl.float32), IEEE, INTERP, F32P)
+        scores = tl.where(causal, scores * row_scale[:, None] * col_scale[None, :], 0.0)
+        acc = _dot_b32(b_q, state, tl.full([BT, BV], 0.0, tl.float32), IEEE, SPLIT, INTERP, F32P) * q_decay[:, None]
+        acc = _dot_a32(scores, b_v, acc, IEEE, SPLIT_P, INTERP, F32P)
         tl.store(o + r64 * (H * D) + h * D + o_v[None, :], acc.to(o.dtype.element_ty), mask=m_r[:, None])
         if t0 + BT < m:
-            k_decay = tl.exp2(-slope * (BT - 1 - o_t).to(tl.float32))
-            state = state * tl.exp2(-slope * BT) + _dot_a32(
-                tl.trans(b_k.to(tl.float32) * k_decay[:, None]), b_v, tl.full([D, BV], 0.0, tl.float32),
-                IEEE, SPLIT, INTERP)
+            state = _dot_b32(tl.trans(b_k), b_v.to(tl.float32) * k_decay[:, None], state * tl.exp2(-slope * BT),
+                             IEEE, SPLIT, INTERP, F32P)
 
 
 def _plan(T, H, cu_seqlens, chunk, device):
@@ -166,10 +169,11 @@ def _plan(T, H, cu_seqlens, chunk, device):
     return programs, chunk_seq, (ends - counts).to(torch.int32)
 
 
-def _pick_chunk(T, H, n_v, block_t, device):
-    """Largest power-of-two chunk (<= 2048) that still gives about two programs per SM."""
+def _pick_chunk(T, H, n_v, block_t, device, min_chunk=256):
+    """Largest power-of-two chunk in [min_chunk, 2048] giving about two programs per SM. Each chunk costs four
+    passes over a D x D fp32 state (256 B per token and head at 1024), so chunks stay >= 256 even when short."""
     chunk = 2048
-    while chunk > block_t and triton.cdiv(T, chunk) * H * n_v < 2 * num_sms(device):
+    while chunk > max(min_chunk, block_t) and triton.cdiv(T, chunk) * H * n_v < 2 * num_sms(device):
         chunk //= 2
     return chunk
 
@@ -187,17 +191,24 @@ def _check_inputs(q, k, v, slopes, initial_state, cu_seqlens):
 
 
 def chunk_prefill(q, k, v, slopes, initial_state=None, cu_seqlens=None, *, chunk=None, block_t=64, block_v=None,
-                  num_warps=4, num_stages=2, split=True):
+                  num_warps=None, num_stages=2, split=True, split_p=True, delta_block_v=None, delta_warps=None,
+                  f32_precision="tf32x3"):
     """Lightning prefill of packed sequences on Triton.
 
     q, k, v [T, H, D] (bf16 or fp32; last dim contiguous, other strides free), slopes [H] fp32,
     initial_state [N, H, D, D] fp32 or None, cu_seqlens [N+1] int or None (one sequence).
-    Returns (o [T, H, D] in q.dtype, final_state [N, H, D, D] fp32). Keyword arguments tune the launch only.
+    Returns (o [T, H, D] in q.dtype, final_state [N, H, D, D] fp32). Keyword arguments tune the launch only
+    (split / split_p: bf16 hi+lo operands for the state dots / for P V; off trades accuracy for speed;
+    f32_precision: the GPU's dot mode for fp32 inputs, "tf32x3" or "ieee"; the interpreter is always exact).
     """
     T, H, D, n = _check_inputs(q, k, v, slopes, initial_state, cu_seqlens)
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
     device = q.device
-    block_v = min(block_v or (64 if D > 64 else D), D)
+    is_f32 = q.dtype == torch.float32
+    block_v = min(block_v or (32 if is_f32 else 64), D)
+    delta_block_v = min(delta_block_v or 128, D)
+    num_warps = num_warps or (8 if block_v * D >= 64 * 128 and not is_f32 else 4)
+    delta_warps = delta_warps or (8 if delta_block_v * D >= 128 * 128 else 4)
     n_v = D // block_v
     chunk = chunk or _pick_chunk(T, H, n_v, block_t, device)
     if chunk % block_t:
@@ -211,16 +222,17 @@ def chunk_prefill(q, k, v, slopes, initial_state=None, cu_seqlens=None, *, chunk
     final = torch.empty(n, H, D, D, dtype=torch.float32, device=device)
     buf = torch.empty(programs, H, D, D, dtype=torch.float32, device=device)
     init = None if initial_state is None else initial_state.to(device=device, dtype=torch.float32).contiguous()
-    flags = dict(VARLEN=cu_seqlens is not None, IEEE=q.dtype == torch.float32, SPLIT=split, INTERP=interp)
-    tune = dict(num_warps=num_warps, num_stages=num_stages)
-    as_kernel(_delta_kernel, device)[(programs, H, n_v)](
-        k, v, slopes, buf, chunk_seq, chunk_off, cu_seqlens, T, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-        H=H, D=D, CHUNK=chunk, BT=block_t, BV=block_v, **flags, **tune)
+    common = dict(H=H, D=D, CHUNK=chunk, BT=block_t, VARLEN=cu_seqlens is not None, IEEE=is_f32, SPLIT=split,
+                  INTERP=interp, F32P=f32_precision, num_stages=num_stages)
+    plan = (chunk_seq, chunk_off, cu_seqlens, T)
+    as_kernel(_delta_kernel, device)[(D // delta_block_v, programs, H)](
+        k, v, slopes, buf, *plan, k.stride(0), k.stride(1), v.stride(0), v.stride(1), BV=delta_block_v,
+        num_warps=delta_warps, **common)
     block_k = min(16, D)
     as_kernel(_scan_kernel, device)[(n, H, D // block_k)](
         buf, init, final, slopes, chunk_off, cu_seqlens, T, H=H, D=D, CHUNK=chunk, BK=block_k,
-        VARLEN=flags["VARLEN"], HAS_INIT=init is not None, num_warps=4, num_stages=3)
-    as_kernel(_output_kernel, device)[(programs, H, n_v)](
-        q, k, v, o, slopes, buf, chunk_seq, chunk_off, cu_seqlens, T, q.stride(0), q.stride(1), k.stride(0),
-        k.stride(1), v.stride(0), v.stride(1), H=H, D=D, CHUNK=chunk, BT=block_t, BV=block_v, **flags, **tune)
+        VARLEN=cu_seqlens is not None, HAS_INIT=init is not None, num_warps=4, num_stages=3)
+    as_kernel(_output_kernel, device)[(n_v, programs, H)](
+        q, k, v, o, slopes, buf, *plan, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        BV=block_v, SPLIT_P=split_p, num_warps=num_warps, **common)
     return o.to(q.dtype), final  # the interpreter rounds fp32 -> bf16 by truncation, so torch casts there

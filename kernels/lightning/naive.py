@@ -13,9 +13,11 @@ def recurrence(q, k, v, slopes, initial_state=None, dtype=torch.float64):
     """Token-by-token recurrence for one sequence: q,k,v [T,H,D] -> (o [T,H,D] in `dtype`, state [H,D,D] in `dtype`)."""
     T, H, D = q.shape
     q, k, v = (x.to(dtype) for x in (q, k, v))
-    state = torch.zeros(H, D, v.shape[-1], dtype=dtype) if initial_state is None else initial_state.to(dtype).clone()
-    decay = torch.exp(-slopes.to(dtype))[:, None, None]
-    out = torch.empty(T, H, v.shape[-1], dtype=dtype)
+    dev = q.device
+    state = (torch.zeros(H, D, v.shape[-1], dtype=dtype, device=dev) if initial_state is None
+             else initial_state.to(dev, dtype).clone())
+    decay = torch.exp(-slopes.to(dev, dtype))[:, None, None]
+    out = torch.empty(T, H, v.shape[-1], dtype=dtype, device=dev)
     for t in range(T):
         state = decay * state + k[t][:, :, None] * v[t][:, None, :]
         out[t] = torch.einsum("hd,hde->he", q[t], state)
@@ -30,10 +32,12 @@ def block_form(q, k, v, slopes, initial_state=None, block=BLOCK, dtype=torch.flo
     """
     T, H, D = q.shape
     q, k, v = (x.to(dtype).transpose(0, 1) for x in (q, k, v))  # [H, T, D]
-    s = slopes.to(dtype)[:, None, None]
-    state = torch.zeros(H, D, v.shape[-1], dtype=dtype) if initial_state is None else initial_state.to(dtype).clone()
-    out = torch.empty(H, T, v.shape[-1], dtype=dtype)
-    idx = torch.arange(min(block, max(T, 1)), dtype=dtype)
+    dev = q.device
+    s = slopes.to(dev, dtype)[:, None, None]
+    state = (torch.zeros(H, D, v.shape[-1], dtype=dtype, device=dev) if initial_state is None
+             else initial_state.to(dev, dtype).clone())
+    out = torch.empty(H, T, v.shape[-1], dtype=dtype, device=dev)
+    idx = torch.arange(min(block, max(T, 1)), dtype=dtype, device=dev)
     for start in range(0, T, block):
         m = min(block, T - start)
         qb, kb, vb = q[:, start:start + m], k[:, start:start + m], v[:, start:start + m]
