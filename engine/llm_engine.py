@@ -131,8 +131,9 @@ class LLMEngine:
         if n >= self.max_model_len:
             raise ValueError(f"the prompt has {n} tokens; the context window is {self.max_model_len} tokens "
                              f"(over by {n - self.max_model_len + 1})")
-        bad = next((t for t in prompt_token_ids if not 0 <= t < self.config.vocab_size), None)
-        if bad is not None:
+        lo, hi = min(prompt_token_ids), max(prompt_token_ids)
+        if lo < 0 or hi >= self.config.vocab_size:
+            bad = lo if lo < 0 else hi
             raise ValueError(f"token id {bad} is outside the model's vocabulary [0, {self.config.vocab_size})")
         request_id = request_id or uuid.uuid4().hex
         limit = self.max_model_len - n

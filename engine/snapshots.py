@@ -46,6 +46,7 @@ class SnapshotKeeper:
             self.disk_dir.mkdir(parents=True, exist_ok=True)
         self.index = StateCache(tiers, mover=self._move)
         self.pending: list[tuple[list[int], object, int]] = []
+        self.candidates: dict[str, StateEntry] = {}  # request id -> the entry its restore() query found
         self._names = itertools.count()
         self._pin_host = cache.device_type == "cuda"
 
@@ -57,7 +58,7 @@ class SnapshotKeeper:
         """Copy the state of `seq.token_ids[:num_tokens]` (its slot must hold exactly that many tokens' state, and its
         blocks their KV) now; it enters the index at `flush()` so nothing moves during a step."""
         tokens = seq.token_ids[:num_tokens]
-        if num_tokens < 1 or tokens in self.index:
+        if num_tokens < 1:
             return
         states = {l: s[seq.state_slot].clone() for l, s in self.cache.states.items()}
         held = seq.block_table[:blocks_for(num_tokens, self.cache.block_size)]
@@ -69,11 +70,8 @@ class SnapshotKeeper:
         self.pending.append((tokens, handle, self.nbytes(num_tokens)))
 
     def flush(self) -> None:
-        for tokens, handle, nbytes in self.pending:
-            if tokens in self.index:
-                self._free(handle)
-            else:
-                self.index.put(tokens, handle, nbytes)
+        for tokens, handle, nbytes in self.pending:  # a newer snapshot of the same tokens replaces the older
+            self.index.put(tokens, handle, nbytes)
         self.pending.clear()
 
     def reclaim(self, num_blocks: int) -> int:
@@ -86,13 +84,16 @@ class SnapshotKeeper:
     # --- restoring --------------------------------------------------------------------------------------------
     def restorable(self, seq: Sequence) -> int:
         """How many leading tokens of `seq` a kept snapshot covers (a pure query, used by the scheduler)."""
-        return self.index.lookup(seq.token_ids)[1]
+        entry, n = self.index.lookup(seq.token_ids)
+        self.candidates[seq.request_id] = entry
+        return n
 
     def restore_into(self, seq: Sequence) -> None:
         """Copy the snapshot of `seq.token_ids[:seq.num_cached_tokens]` into the slot and blocks `seq` now holds."""
-        entry, n = self.index.match(seq.token_ids)
-        if entry is None or n != seq.num_cached_tokens:
+        entry, n = self.candidates.pop(seq.request_id, None), seq.num_cached_tokens
+        if entry is None or entry.tier is None or entry.num_tokens != n:
             raise RuntimeError(f"snapshot for request {seq.request_id!r} changed between scheduling and restore")
+        self.index.record_use(entry)
         rows = self.cache.rows(seq.block_table, n)
         handle = entry.handle if entry.tier != "disk" else HostSnap(**torch.load(entry.handle, weights_only=True))
         self.cache.write_slot(seq.state_slot, handle.states)

@@ -140,10 +140,14 @@ class StateCache:
         if entry is None:
             self.misses += 1
         else:
-            self.hits += 1
-            self.reused_tokens += matched_len
-            self.touch(entry)
+            self.record_use(entry)
         return entry, matched_len
+
+    def record_use(self, entry: StateEntry) -> None:
+        """Count a restore of `entry` found by an earlier `lookup` (hit, reused tokens, most recently used)."""
+        self.hits += 1
+        self.reused_tokens += entry.num_tokens
+        self.touch(entry)
 
     def touch(self, entry: StateEntry) -> None:
         """Mark `entry` most recently used in its tier."""
