@@ -86,12 +86,25 @@ def rand_prompt(n, seed):
     return torch.randint(1000, 190000, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
 
 
+def profile(eng):
+    """Top CUDA kernels of an 8k prefill and of 16 batch-1 decode steps."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+    for name, fn in [("prefill 8k", lambda: run_request(eng, rand_prompt(8192, 5), 1)),
+                     ("decode b1 x16", lambda: run_request(eng, rand_prompt(64, 6), 16))]:
+        with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        print(f"== {name}\n" + prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60))
+
+
 def bench_ours(d, res):
     llm_engine_mod.load_weights = random_load
     eng = LLMEngine(d, device=DEV, dtype="bfloat16", args=EngineArgs(
         max_model_len=140_000, max_num_seqs=64, max_num_batched_tokens=16384, prefill_chunk_size=16384,
         kv_cache_tokens=300_000))
-    run_request(eng, rand_prompt(2048, 0), 4)  # warm up (Triton compile, allocator)
+    run_request(eng, rand_prompt(512 if SMOKE else 20000, 0), 4)  # warm up: first chunk, carried-state chunk, decode
+    if "--profile" in sys.argv:
+        profile(eng)
     for T in ([512] if SMOKE else [8192] if QUICK else [8192, 32768, 131072]):
         secs, _ = sync_time(lambda: run_request(eng, rand_prompt(T, T), 1))
         res["ours"][f"prefill_tok_s_{T}"] = T / secs
