@@ -109,14 +109,13 @@ class Generation:
         self._started = time.perf_counter()
         stream = self.engine.stream(self.prompt_ids, self.params, self.request_id, self.keep_at)
         stop_wait = asyncio.ensure_future(self._stop_event.wait())
+        next_update = None
         try:
             while True:
                 next_update = asyncio.ensure_future(anext(stream))
                 await asyncio.wait({next_update, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
                 if not next_update.done():
-                    next_update.cancel()  # the engine stream aborts the request as it unwinds
-                    with suppress(asyncio.CancelledError, StopAsyncIteration):
-                        await next_update
+                    await _cancel(next_update)  # the engine stream aborts the request as it unwinds
                     for event in self._end("stopped", None):
                         yield event
                     return
@@ -125,8 +124,10 @@ class Generation:
                     yield event
                 if update.finished:
                     return
-        finally:
+        finally:  # also when our consumer leaves or is cancelled: free the engine request
             stop_wait.cancel()
+            if next_update is not None and not next_update.done():
+                await _cancel(next_update)
             await stream.aclose()
 
     def _on_update(self, update: RequestUpdate) -> list[ChatEvent]:
@@ -212,3 +213,10 @@ class Generation:
         stats["status"] = status
         stats["forced_close"] = self.forced_close
         return stats
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    """Cancel a task and wait until it has unwound (its finally blocks ran)."""
+    task.cancel()
+    with suppress(asyncio.CancelledError, StopAsyncIteration):
+        await task

@@ -1,0 +1,137 @@
+"""M1 Studio: the chat studio at /, an OpenAI-compatible API at /v1 and /health, on one port.
+
+    python app.py                                   # tiny random-weights demo model, created on first run
+    python app.py --model /models/MiniMax-M1-80k --port 8000 --api-key sk-local --auth alice:secret
+"""
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_MODEL = ROOT / "data" / "models" / "m1-tiny"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line (cheap: nothing heavy is imported before parsing)."""
+    ap = argparse.ArgumentParser(description="M1 Studio: chat studio + OpenAI-compatible API for MiniMax-M1.")
+    ap.add_argument("--model", default=str(DEFAULT_MODEL),
+                    help="checkpoint directory (default: the tiny random-weights model, written there on first run)")
+    ap.add_argument("--served-model-name", help="model name for API clients (default: the directory's name)")
+    ap.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to listen on all interfaces)")
+    ap.add_argument("--port", type=int, default=7860)
+    ap.add_argument("--api-key", action="append", default=[], metavar="KEY",
+                    help="require 'Authorization: Bearer KEY' on /v1 (repeatable; also $M1_API_KEY)")
+    ap.add_argument("--auth", action="append", default=[], metavar="USER:PASS", type=_user_pass,
+                    help="studio login (repeatable)")
+    ap.add_argument("--data-dir", default=str(ROOT / "data"), help="sessions database and uploads (default: data/)")
+    ap.add_argument("--max-upload-mb", type=int, default=100, help="largest accepted upload")
+    ap.add_argument("--share", action="store_true", help="public Gradio share link for the studio")
+    ap.add_argument("--root-path", default="", help="URL prefix when served behind a reverse proxy")
+    ap.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    engine = ap.add_argument_group("engine")
+    engine.add_argument("--tensor-parallel-size", type=int, default=1)
+    engine.add_argument("--quantization", default=None)
+    engine.add_argument("--max-model-len", type=int, default=None,
+                        help="context window in tokens (default: the model's, 65,536 on CPU)")
+    engine.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
+    engine.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
+    return ap.parse_args(argv)
+
+
+def _user_pass(value: str) -> tuple[str, str]:
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise argparse.ArgumentTypeError(f"--auth expects USER:PASS, got {value!r}")
+    return user, password
+
+
+def check_engine_flags(args: argparse.Namespace) -> None:
+    """Refuse engine features that are not built yet, with a clear message."""
+    if args.tensor_parallel_size != 1:
+        raise NotImplementedError(f"--tensor-parallel-size {args.tensor_parallel_size}: tensor parallelism is not "
+                                  "implemented yet; run with --tensor-parallel-size 1")
+    if args.quantization:
+        raise NotImplementedError(f"--quantization {args.quantization}: quantized serving is not implemented yet")
+
+
+def ensure_tiny_model(path: Path) -> None:
+    """Write the tiny random-weights checkpoint at `path` if it is missing (atomically: safe to race)."""
+    if (path / "config.json").is_file():
+        return
+    from engine.tiny import write_checkpoint
+    print(f"writing the tiny random-weights demo model to {path} ...", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".m1-tiny-", dir=path.parent))
+    write_checkpoint(tmp, layout="official", seed=0)
+    try:
+        os.rename(tmp, path)
+    except OSError:  # another process wrote it first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_engine(args: argparse.Namespace):
+    """LLMEngine + AsyncEngine, with weight-loading progress on the console."""
+    from engine.async_engine import AsyncEngine
+    from engine.llm_engine import EngineArgs, LLMEngine
+
+    last = [-1]
+
+    def progress(done: int, total: int, name: str) -> None:
+        percent = 100 * done // max(total, 1)
+        if percent // 5 != last[0] or done == total:
+            last[0] = percent // 5
+            print(f"\rloading weights: {done}/{total} tensors ({percent}%)", end="\n" if done == total else "",
+                  flush=True)
+
+    start = time.perf_counter()
+    dtype = None if args.dtype == "auto" else args.dtype
+    llm = LLMEngine(args.model, device=args.device, dtype=dtype, args=EngineArgs(max_model_len=args.max_model_len),
+                    progress=progress)
+    print(f"model loaded in {time.perf_counter() - start:.1f} s on {llm.device} ({str(llm.dtype).split('.')[-1]}), "
+          f"context window {llm.max_model_len:,} tokens", flush=True)
+    return AsyncEngine(llm)
+
+
+def main(argv=None) -> int:
+    """Parse flags, load the model, serve until interrupted."""
+    args = parse_args(argv)
+    try:
+        check_engine_flags(args)
+    except NotImplementedError as exc:
+        print(f"error: NotImplementedError: {exc}", file=sys.stderr)
+        return 2
+    if Path(args.model).resolve() == DEFAULT_MODEL:
+        ensure_tiny_model(DEFAULT_MODEL)
+    import uvicorn
+
+    from studio.server import ServerConfig, build_app
+    from studio.store import SessionStore
+
+    api_keys = args.api_key + ([os.environ["M1_API_KEY"]] if os.environ.get("M1_API_KEY") else [])
+    config = ServerConfig(args.model, args.served_model_name, args.data_dir, api_keys, args.auth,
+                          args.max_upload_mb, args.share, args.root_path)
+    if config.model["random_weights"]:
+        print(f"NOTE: {config.model['note']}", flush=True)
+    engine = load_engine(args)
+    Path(args.data_dir).mkdir(parents=True, exist_ok=True)
+    config.uploads_dir.mkdir(parents=True, exist_ok=True)
+    store = SessionStore(Path(args.data_dir) / "sessions.db")
+    app = build_app(engine, store, config)
+    url = f"http://{'localhost' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}{args.root_path}"
+    print(f"M1 Studio: {url}/   API: {url}/v1   (model name: {config.model_name})", flush=True)
+    if args.share:
+        print("note: --share takes effect once the Gradio studio is mounted at /", flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, root_path=args.root_path, log_level=args.log_level)
+    finally:
+        engine.shutdown()
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

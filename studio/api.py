@@ -1,0 +1,148 @@
+"""OpenAI-compatible API (mounted at /v1): `GET /models`, `POST /chat/completions` (streaming or not).
+
+Stateless like OpenAI, but on the shared engine: a client that resends a conversation with a new turn gets the
+earlier turns' state back from the engine (usage.prompt_tokens_details.cached_tokens). Streamed chunks carry
+the thinking in `delta.reasoning_content` and the answer in `delta.content`; a client that disconnects aborts
+its request. With API keys configured every /v1 call needs `Authorization: Bearer <key>` (401 otherwise).
+"""
+import json
+import secrets
+import time
+import uuid
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
+
+from studio.api_request import APIError, CompletionRequest, parse_request
+from studio.generation import Generation
+
+
+class OpenAIService:
+    """What the routes need: the engine, the served model name, the window and the accepted keys."""
+
+    def __init__(self, async_engine, model_name: str, api_keys=()):
+        self.engine = async_engine
+        self.model_name = model_name
+        self.api_keys = [k for k in api_keys if k]
+        self.window = async_engine.engine.max_model_len
+
+    def check_key(self, request: Request) -> None:
+        """Raise APIError 401 unless the request carries one of the configured keys (none configured: open)."""
+        if not self.api_keys:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise APIError(401, "Missing API key: send it as 'Authorization: Bearer <key>'", code="invalid_api_key")
+        if not any(secrets.compare_digest(key.strip().encode(), k.encode()) for k in self.api_keys):
+            raise APIError(401, "Incorrect API key provided", code="invalid_api_key")
+
+    def models(self) -> dict:
+        """The model list."""
+        return {"object": "list", "data": [{"id": self.model_name, "object": "model", "created": 0,
+                                            "owned_by": "m1-studio", "max_model_len": self.window}]}
+
+    def generation(self, req: CompletionRequest) -> Generation:
+        """A Generation for a parsed request."""
+        return Generation(self.engine, req.prompt_ids, req.params, keep_at=req.keep_at,
+                          starts_in_reasoning=req.force_think_start, thinking_budget=req.thinking_budget)
+
+    async def complete(self, req: CompletionRequest) -> dict:
+        """A whole chat.completion object."""
+        generation, final = self.generation(req), None
+        async for event in generation.events():
+            final = event if event.kind in ("done", "error") else final
+        if final.kind == "error":
+            raise APIError(500, final.text, type="server_error", code="engine_error")
+        message = {"role": "assistant", "content": generation.answer,
+                   "reasoning_content": generation.reasoning or None}
+        return {**self._head("chat.completion"), "choices": [
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": _finish_reason(final.stats)}],
+            "usage": usage(final.stats)}
+
+    async def stream(self, req: CompletionRequest):
+        """chat.completion.chunk dicts as SSE data, then "[DONE]"; an engine error becomes an error object."""
+        head = self._head("chat.completion.chunk")
+        extra = {"usage": None} if req.include_usage else {}
+
+        def chunk(delta: dict, finish_reason=None) -> dict:
+            return {"data": _json({**head, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                                        "finish_reason": finish_reason}], **extra})}
+
+        yield chunk({"role": "assistant", "content": ""})
+        async for event in self.generation(req).events():
+            if event.kind == "reasoning":
+                yield chunk({"reasoning_content": event.text})
+            elif event.kind == "answer":
+                yield chunk({"content": event.text})
+            elif event.kind == "error":
+                yield {"data": _json(APIError(500, event.text, type="server_error", code="engine_error").body())}
+            elif event.kind == "done":
+                yield chunk({}, _finish_reason(event.stats))
+                if req.include_usage:
+                    yield {"data": _json({**head, "choices": [], "usage": usage(event.stats)})}
+        yield {"data": "[DONE]"}
+
+    def _head(self, kind: str) -> dict:
+        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": kind, "created": int(time.time()),
+                "model": self.model_name}
+
+
+def usage(stats: dict) -> dict:
+    """OpenAI usage from the generation stats (cached = prompt tokens whose state the engine reused)."""
+    prompt, completion = stats["prompt_tokens"], stats["completion_tokens"]
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": stats.get("cached_tokens") or 0},
+            "completion_tokens_details": {"reasoning_tokens": stats.get("reasoning_tokens") or 0}}
+
+
+def _finish_reason(stats: dict) -> str:
+    return "length" if stats.get("finish_reason") == "length" else "stop"
+
+
+def _json(data: dict) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def create_router(service: OpenAIService) -> APIRouter:
+    """The /v1 routes (include it with prefix="/v1")."""
+    router = APIRouter()
+
+    @router.get("/models")
+    async def list_models(request: Request):
+        try:
+            service.check_key(request)
+        except APIError as exc:
+            return exc.response()
+        return service.models()
+
+    @router.get("/models/{model_id}")
+    async def get_model(model_id: str, request: Request):
+        try:
+            service.check_key(request)
+            if model_id != service.model_name:
+                raise APIError(404, f"The model `{model_id}` does not exist", param="model", code="model_not_found")
+        except APIError as exc:
+            return exc.response()
+        return service.models()["data"][0]
+
+    @router.post("/chat/completions")
+    async def chat_completions(request: Request):
+        try:
+            service.check_key(request)
+            try:
+                body = await request.json()
+            except ValueError:
+                raise APIError(400, "the request body is not valid JSON") from None
+            req = parse_request(body, model_names=[service.model_name], tokenizer=service.engine.tokenizer,
+                                window=service.window)
+            if req.stream:
+                return EventSourceResponse(service.stream(req), ping=15)
+            return JSONResponse(await service.complete(req))
+        except APIError as exc:
+            return exc.response()
+        except Exception as exc:  # noqa: BLE001 - any other failure is a 500 in OpenAI's shape
+            return APIError(500, f"internal error: {exc}", type="server_error").response()
+
+    return router

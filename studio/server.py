@@ -1,0 +1,85 @@
+"""The one FastAPI app of M1 Studio: the studio page at `/`, the OpenAI-compatible API at `/v1`, `/health`.
+
+    app = build_app(async_engine, store, ServerConfig(model_dir="data/models/m1-tiny"))
+
+`mount_ui` puts the studio at `/`; today it serves a placeholder page. The UI replaces that one function with
+`gr.mount_gradio_app(app, blocks, path="/", auth=...)`; it is called last so /v1 and /health keep precedence.
+"""
+import asyncio
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+
+from studio.api import OpenAIService, create_router
+from studio.chat import ChatService
+from studio.model_info import model_info
+
+
+@dataclass
+class ServerConfig:
+    """Everything the app needs besides the engine and the store (app.py fills it from its flags)."""
+    model_dir: str
+    served_model_name: str | None = None
+    data_dir: str = "data"
+    api_keys: list[str] = field(default_factory=list)
+    auth: list[tuple[str, str]] = field(default_factory=list)  # studio logins (USER, PASS), for the UI
+    max_upload_mb: int = 100
+    share: bool = False
+    root_path: str = ""
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Where uploaded files are kept."""
+        return Path(self.data_dir) / "uploads"
+
+    @property
+    def model(self) -> dict:
+        """model_info of the served checkpoint (name, random_weights, note)."""
+        return model_info(self.model_dir)
+
+    @property
+    def model_name(self) -> str:
+        """The name clients use in `model` (default: the checkpoint directory's name)."""
+        return self.served_model_name or self.model["name"]
+
+
+def build_app(async_engine, store, config: ServerConfig) -> FastAPI:
+    """The app: /v1 (OpenAI API), /health, and the studio at / (mount_ui). State on app.state: engine, store,
+    chat (ChatService), config."""
+    app = FastAPI(title="M1 Studio", docs_url="/v1/docs", redoc_url=None)
+    app.state.engine, app.state.store, app.state.config = async_engine, store, config
+    app.state.chat = chat = ChatService(async_engine, store)
+    app.include_router(create_router(OpenAIService(async_engine, config.model_name, config.api_keys)), prefix="/v1")
+    info = config.model
+
+    @app.get("/health")
+    async def health():
+        requests = await asyncio.to_thread(async_engine.call, lambda engine: len(engine.requests))
+        return {"status": "ok", "model": config.model_name, "random_weights": info["random_weights"],
+                "max_model_len": chat.window, "running_requests": requests}
+
+    mount_ui(app, chat, config)
+    return app
+
+
+def mount_ui(app: FastAPI, chat: ChatService, config: ServerConfig) -> None:
+    """The studio at `/`: a placeholder page until the Gradio UI replaces this function."""
+    info = config.model
+    warning = f'<p style="color:#b45309"><b>{html.escape(info["note"])}</b></p>' if info["random_weights"] else ""
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>M1 Studio</title></head>
+<body style="font-family:system-ui;max-width:44rem;margin:3rem auto">
+<h1>M1 Studio</h1>{warning}
+<p>Serving <code>{html.escape(config.model_name)}</code> (context window {chat.window:,} tokens).
+The chat studio is coming here; the OpenAI-compatible API is live at <code>/v1</code>.</p>
+<pre>from openai import OpenAI
+client = OpenAI(base_url="http://HOST:PORT/v1", api_key="...")
+client.chat.completions.create(model="{html.escape(config.model_name)}", messages=[...], stream=True)</pre>
+<p><a href="health">health</a> · <a href="v1/models">models</a> · <a href="v1/docs">API docs</a></p>
+</body></html>"""
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def studio():
+        return page
