@@ -23,12 +23,12 @@ DEV = "cuda"
 QUICK = "--quick" in sys.argv
 PREFILL_SHAPES = [(8, 4096), (8, 32768), (8, 131072), (64, 4096), (64, 32768), (64, 131072)]
 DECODE_SHAPES = [(b, h) for h in (8, 64) for b in (1, 8, 64, 256)]
-DEFAULT = "bt64-bv64-w8"  # chunk_prefill's defaults for bf16, D=128
-TILINGS = {DEFAULT: {}, "bt64-bv32-w4": dict(block_v=32, num_warps=4), "bt64-bv32-w8": dict(block_v=32, num_warps=8),
-           "bt32-bv64-w4": dict(block_t=32, num_warps=4), "bt64-bv64-w8-s3": dict(num_stages=3),
-           "bt64-bv64-w8-nosplitP": dict(split_p=False), "bt64-bv32-w4-nosplitP": dict(block_v=32, num_warps=4,
-                                                                                        split_p=False),
-           "bt64-bv64-w8-nosplit": dict(split=False, split_p=False)}
+DEFAULT = "bv64-w8 split"  # chunk_prefill's defaults for bf16, D=128
+TILINGS = {DEFAULT: {}, "bv32-w4 split": dict(block_v=32, num_warps=4),
+           "bv64-w8 split-fp16": dict(operands="split-fp16"), "bv64-w8 fp16": dict(operands="fp16"),
+           "bv32-w4 fp16": dict(block_v=32, num_warps=4, operands="fp16"), "bv64-w8 bf16": dict(operands="bf16"),
+           "bt32-bv64-w4 split": dict(block_t=32, num_warps=4), "bv64-w8-s3 split": dict(num_stages=3),
+           "bv128-w8 fp16": dict(block_v=128, num_warps=8, operands="fp16")}
 DECODE_BV = [16, 32, 64, 128]
 CHUNKS = [512, 1024, 2048]
 try:

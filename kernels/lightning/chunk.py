@@ -7,8 +7,9 @@ Three launches, each reading its inputs once (see bench/NOTES_kernels.md for the
    in `buf` by the state entering chunk c and writing the final state.
 3. `_output_kernel`, one program per (chunk, head, V slice): the exact block form with blocks of BT tokens, starting
    from the chunk's entering state held in registers. O = diag(q_decay) Q S + (Q K^T * D) V.
-Dot operands that are fp32 values (S, P = QK^T*D, V*k_decay) are split into bf16 hi + lo parts for bf16 inputs, so
-the tensor cores keep ~16 mantissa bits; fp32 inputs use IEEE fp32 dots. All decay is computed with exp2.
+Dot operands that are fp32 values (S, P = QK^T*D, V*k_decay) are by default split into bf16 hi + lo parts for bf16
+inputs, so the tensor cores keep ~16 mantissa bits (OPERANDS lists cheaper modes); fp32 inputs use tf32x3 on the
+GPU and exact fp32 in the interpreter. All decay is computed with exp2.
 """
 import torch
 import triton
@@ -18,6 +19,8 @@ from .launch import as_kernel, num_sms
 
 LOG2E = 1.4426950408889634
 HEAD_DIMS = (16, 32, 64, 128)
+# (Q S, K^T V, P V) operand modes: 0 one bf16 product, 1 bf16 hi + lo (~fp32), 2 one fp16 product (range-scaled)
+OPERANDS = {"split": (1, 1, 1), "split-fp16": (1, 2, 2), "fp16": (2, 2, 2), "bf16": (0, 0, 0)}
 
 
 @triton.jit
@@ -32,27 +35,49 @@ def _mm(a, b, acc, IEEE: tl.constexpr, INTERP: tl.constexpr, F32P: tl.constexpr)
 
 
 @triton.jit
-def _dot_a32(a, b, acc, IEEE: tl.constexpr, SPLIT: tl.constexpr, INTERP: tl.constexpr, F32P: tl.constexpr):
-    """acc + a @ b where a is fp32 and b is in the input dtype (bf16 hi + lo parts of a when SPLIT)."""
+def _dot_a32(a, b, acc, MODE: tl.constexpr, IEEE: tl.constexpr, INTERP: tl.constexpr, F32P: tl.constexpr):
+    """acc + a @ b with a fp32, b in the input dtype. MODE 0: one bf16 product; 1: bf16 hi + lo parts of a
+    (~16 mantissa bits); 2: one fp16 product (11 bits; the caller keeps a within fp16 range)."""
     if IEEE:
         return _mm(a, b, acc, IEEE, INTERP, F32P)
+    if MODE == 2:
+        return _mm(a.to(tl.float16), b.to(tl.float16), acc, IEEE, INTERP, F32P)
     hi = a.to(b.dtype)
     acc = _mm(hi, b, acc, IEEE, INTERP, F32P)
-    if SPLIT:
+    if MODE == 1:
         acc = _mm((a - hi.to(tl.float32)).to(b.dtype), b, acc, IEEE, INTERP, F32P)
     return acc
 
 
 @triton.jit
-def _dot_b32(a, b, acc, IEEE: tl.constexpr, SPLIT: tl.constexpr, INTERP: tl.constexpr, F32P: tl.constexpr):
-    """acc + a @ b where b is fp32 and a is in the input dtype (bf16 hi + lo parts of b when SPLIT)."""
+def _dot_b32(a, b, acc, MODE: tl.constexpr, IEEE: tl.constexpr, INTERP: tl.constexpr, F32P: tl.constexpr):
+    """acc + a @ b with b fp32, a in the input dtype; MODE as in _dot_a32."""
     if IEEE:
         return _mm(a, b, acc, IEEE, INTERP, F32P)
+    if MODE == 2:
+        return _mm(a.to(tl.float16), b.to(tl.float16), acc, IEEE, INTERP, F32P)
     hi = b.to(a.dtype)
     acc = _mm(a, hi, acc, IEEE, INTERP, F32P)
-    if SPLIT:
+    if MODE == 1:
         acc = _mm(a, (b - hi.to(tl.float32)).to(a.dtype), acc, IEEE, INTERP, F32P)
     return acc
+
+
+@triton.jit
+def _max(a, b):
+    return tl.maximum(a, b)
+
+
+@triton.jit
+def _q_state(b_q, state, BT: tl.constexpr, BV: tl.constexpr, MODE: tl.constexpr, IEEE: tl.constexpr,
+             INTERP: tl.constexpr, F32P: tl.constexpr):
+    """Q S for an fp32 state; MODE 2 scales S by a power of two so its largest entry lands near 2^14 in fp16."""
+    zeros = tl.full([BT, BV], 0.0, tl.float32)
+    if MODE == 2 and not IEEE:
+        top = tl.reduce(tl.reduce(tl.abs(state), 1, _max), 0, _max)
+        e = tl.ceil(tl.log2(top + 1e-30)) - 14.0
+        return _dot_b32(b_q, state * tl.exp2(-e), zeros, 2, IEEE, INTERP, F32P) * tl.exp2(e)
+    return _dot_b32(b_q, state, zeros, MODE, IEEE, INTERP, F32P)
 
 
 @triton.jit
@@ -72,7 +97,7 @@ def _locate(p, chunk_seq, chunk_off, cu_seqlens, T, CHUNK, VARLEN: tl.constexpr)
 @triton.jit
 def _delta_kernel(k, v, slopes, buf, chunk_seq, chunk_off, cu_seqlens, T, s_kt, s_kh, s_vt, s_vh,
                   H: tl.constexpr, D: tl.constexpr, CHUNK, BT: tl.constexpr, BV: tl.constexpr,
-                  VARLEN: tl.constexpr, IEEE: tl.constexpr, SPLIT: tl.constexpr, INTERP: tl.constexpr,
+                  VARLEN: tl.constexpr, IEEE: tl.constexpr, SPLIT_KV: tl.constexpr, INTERP: tl.constexpr,
                   F32P: tl.constexpr):
     i_v, p, h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     start, m = _locate(p, chunk_seq, chunk_off, cu_seqlens, T, CHUNK, VARLEN)
@@ -89,7 +114,7 @@ def _delta_kernel(k, v, slopes, buf, chunk_seq, chunk_off, cu_seqlens, T, s_kt, 
         b_k = tl.load(p_k + rows[:, None].to(tl.int64) * s_kt + o_d[None, :], mask=m_r[:, None], other=0.0)
         b_v = tl.load(p_v + rows[:, None].to(tl.int64) * s_vt + o_v[None, :], mask=m_r[:, None], other=0.0)
         k_decay = tl.where(m_r, tl.exp2(-slope * (m - 1 - rows).to(tl.float32)), 0.0)
-        acc = _dot_b32(tl.trans(b_k), b_v.to(tl.float32) * k_decay[:, None], acc, IEEE, SPLIT, INTERP, F32P)
+        acc = _dot_b32(tl.trans(b_k), b_v.to(tl.float32) * k_decay[:, None], acc, SPLIT_KV, IEEE, INTERP, F32P)
     p_buf = buf + (p * H + h).to(tl.int64) * D * D + o_d[:, None] * D + o_v[None, :]
     tl.store(p_buf, acc)
 
@@ -124,8 +149,8 @@ def _scan_kernel(buf, init, final, slopes, chunk_off, cu_seqlens, T, H: tl.const
 @triton.jit
 def _output_kernel(q, k, v, o, slopes, buf, chunk_seq, chunk_off, cu_seqlens, T, s_qt, s_qh, s_kt, s_kh, s_vt, s_vh,
                    H: tl.constexpr, D: tl.constexpr, CHUNK, BT: tl.constexpr, BV: tl.constexpr,
-                   VARLEN: tl.constexpr, IEEE: tl.constexpr, SPLIT: tl.constexpr, SPLIT_P: tl.constexpr,
-                   INTERP: tl.constexpr, F32P: tl.constexpr):
+                   VARLEN: tl.constexpr, IEEE: tl.constexpr, SPLIT_S: tl.constexpr, SPLIT_KV: tl.constexpr,
+                   SPLIT_P: tl.constexpr, INTERP: tl.constexpr, F32P: tl.constexpr):
     i_v, p, h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     start, m = _locate(p, chunk_seq, chunk_off, cu_seqlens, T, CHUNK, VARLEN)
     if m <= 0:
@@ -148,12 +173,15 @@ def _output_kernel(q, k, v, o, slopes, buf, chunk_seq, chunk_off, cu_seqlens, T,
         b_v = tl.load(v + r64 * s_vt + h * s_vh + o_v[None, :], mask=m_r[:, None], other=0.0)
         scores = _mm(b_q, tl.trans(b_k), tl.full([BT, BT], 0.0, tl.float32), IEEE, INTERP, F32P)
         scores = tl.where(causal, scores * row_scale[:, None] * col_scale[None, :], 0.0)
-        acc = _dot_b32(b_q, state, tl.full([BT, BV], 0.0, tl.float32), IEEE, SPLIT, INTERP, F32P) * q_decay[:, None]
-        acc = _dot_a32(scores, b_v, acc, IEEE, SPLIT_P, INTERP, F32P)
+        acc = _q_state(b_q, state, BT, BV, SPLIT_S, IEEE, INTERP, F32P) * q_decay[:, None]
+        if SPLIT_P == 2:  # P V in fp16 with P scaled by 2^-8: no overflow below |P| = 2^24
+            acc = _dot_a32(scores * 0.00390625, b_v, acc * 0.00390625, 2, IEEE, INTERP, F32P) * 256.0
+        else:
+            acc = _dot_a32(scores, b_v, acc, SPLIT_P, IEEE, INTERP, F32P)
         tl.store(o + r64 * (H * D) + h * D + o_v[None, :], acc.to(o.dtype.element_ty), mask=m_r[:, None])
         if t0 + BT < m:
             state = _dot_b32(tl.trans(b_k), b_v.to(tl.float32) * k_decay[:, None], state * tl.exp2(-slope * BT),
-                             IEEE, SPLIT, INTERP, F32P)
+                             SPLIT_KV, IEEE, INTERP, F32P)
 
 
 def _plan(T, H, cu_seqlens, chunk, device):
@@ -191,14 +219,14 @@ def _check_inputs(q, k, v, slopes, initial_state, cu_seqlens):
 
 
 def chunk_prefill(q, k, v, slopes, initial_state=None, cu_seqlens=None, *, chunk=None, block_t=64, block_v=None,
-                  num_warps=None, num_stages=2, split=True, split_p=True, delta_block_v=None, delta_warps=None,
+                  num_warps=None, num_stages=2, operands="split", delta_block_v=None, delta_warps=None,
                   f32_precision="tf32x3"):
     """Lightning prefill of packed sequences on Triton.
 
     q, k, v [T, H, D] (bf16 or fp32; last dim contiguous, other strides free), slopes [H] fp32,
     initial_state [N, H, D, D] fp32 or None, cu_seqlens [N+1] int or None (one sequence).
     Returns (o [T, H, D] in q.dtype, final_state [N, H, D, D] fp32). Keyword arguments tune the launch only
-    (split / split_p: bf16 hi+lo operands for the state dots / for P V; off trades accuracy for speed;
+    (operands: how fp32 dot operands of bf16 inputs meet the tensor cores, a key of OPERANDS;
     f32_precision: the GPU's dot mode for fp32 inputs, "tf32x3" or "ieee"; the interpreter is always exact).
     """
     T, H, D, n = _check_inputs(q, k, v, slopes, initial_state, cu_seqlens)
@@ -222,7 +250,10 @@ def chunk_prefill(q, k, v, slopes, initial_state=None, cu_seqlens=None, *, chunk
     final = torch.empty(n, H, D, D, dtype=torch.float32, device=device)
     buf = torch.empty(programs, H, D, D, dtype=torch.float32, device=device)
     init = None if initial_state is None else initial_state.to(device=device, dtype=torch.float32).contiguous()
-    common = dict(H=H, D=D, CHUNK=chunk, BT=block_t, VARLEN=cu_seqlens is not None, IEEE=is_f32, SPLIT=split,
+    if operands not in OPERANDS:
+        raise ValueError(f"operands must be one of {sorted(OPERANDS)}, got {operands!r}")
+    split_s, split_kv, split_p = OPERANDS[operands]
+    common = dict(H=H, D=D, CHUNK=chunk, BT=block_t, VARLEN=cu_seqlens is not None, IEEE=is_f32, SPLIT_KV=split_kv,
                   INTERP=interp, F32P=f32_precision, num_stages=num_stages)
     plan = (chunk_seq, chunk_off, cu_seqlens, T)
     as_kernel(_delta_kernel, device)[(D // delta_block_v, programs, H)](
@@ -234,5 +265,5 @@ def chunk_prefill(q, k, v, slopes, initial_state=None, cu_seqlens=None, *, chunk
         VARLEN=cu_seqlens is not None, HAS_INIT=init is not None, num_warps=4, num_stages=3)
     as_kernel(_output_kernel, device)[(n_v, programs, H)](
         q, k, v, o, slopes, buf, *plan, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-        BV=block_v, SPLIT_P=split_p, num_warps=num_warps, **common)
+        BV=block_v, SPLIT_S=split_s, SPLIT_P=split_p, num_warps=num_warps, **common)
     return o.to(q.dtype), final  # the interpreter rounds fp32 -> bf16 by truncation, so torch casts there
