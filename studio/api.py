@@ -16,6 +16,7 @@ from sse_starlette import EventSourceResponse
 
 from studio.api_request import APIError, CompletionRequest, parse_request
 from studio.generation import Generation
+from studio.prompt import PromptEncoder
 
 
 class OpenAIService:
@@ -26,6 +27,7 @@ class OpenAIService:
         self.model_name = model_name
         self.api_keys = [k for k in api_keys if k]
         self.window = async_engine.engine.max_model_len
+        self.encoder = PromptEncoder(async_engine.tokenizer)  # resent long conversations are not re-tokenized
 
     def check_key(self, request: Request) -> None:
         """Raise APIError 401 unless the request carries one of the configured keys (none configured: open)."""
@@ -135,7 +137,7 @@ def create_router(service: OpenAIService) -> APIRouter:
                 body = await request.json()
             except ValueError:
                 raise APIError(400, "the request body is not valid JSON") from None
-            req = parse_request(body, model_names=[service.model_name], tokenizer=service.engine.tokenizer,
+            req = parse_request(body, model_names=[service.model_name], tokenizer=service.encoder,
                                 window=service.window)
             if req.stream:
                 return EventSourceResponse(service.stream(req), ping=15)

@@ -20,7 +20,7 @@ from engine.chat_format import ROLE_HEADERS
 from studio.chat_settings import ChatSettings
 from studio.documents import DEFAULT_MAX_BYTES, check_fits as check_document_fits, read_document
 from studio.generation import THINK_START, ChatEvent, Generation
-from studio.prompt import Prompt, check_fits, encode, user_content
+from studio.prompt import Prompt, PromptEncoder, check_fits, encode, user_content
 from studio.store import NotFound
 from studio.store_budget import summarize
 
@@ -48,6 +48,7 @@ class ChatService:
         self.store = store
         self.window = window or async_engine.engine.max_model_len
         self._running: dict[str, ChatRequest] = {}
+        self._encoder = PromptEncoder(self.tokenizer)
         tok = self.tokenizer
         # role header plus begin/end-of-sentence markers and the newline after each turn
         self._per_message = max(len(tok.encode(header)) for header in ROLE_HEADERS.values()) + 3
@@ -172,6 +173,8 @@ class ChatService:
 
     # --- internals ----------------------------------------------------------------------------------------------
     def _settings_for(self, user_id: int, session_id: str, settings: ChatSettings | None) -> ChatSettings:
+        if self.running(session_id):
+            raise ValueError("a reply is still being generated in this session: stop it or wait for it to finish")
         if settings is None:
             return self.settings(user_id, session_id).check()
         return self.save_settings(user_id, session_id, settings)
@@ -192,7 +195,7 @@ class ChatService:
         return [a for a in pending if a["id"] in set(attachment_ids)]
 
     def _prompt(self, messages: list[dict], settings: ChatSettings) -> Prompt:
-        prompt = encode(self.tokenizer, messages, settings.force_think_start)
+        prompt = encode(self._encoder, messages, settings.force_think_start)
         check_fits(len(prompt.ids), settings.max_tokens, self.window)
         return prompt
 
@@ -200,7 +203,7 @@ class ChatService:
                         settings: ChatSettings) -> AsyncIterator[ChatEvent]:
         stored = self.store.prompt_messages(user_id, session_id, before=reply, replay_thinking=settings.replay_thinking)
         if stored != prompt.messages:  # never expected; the stored turn is what later turns replay
-            prompt = encode(self.tokenizer, stored, settings.force_think_start)
+            prompt = encode(self._encoder, stored, settings.force_think_start)
         generation = Generation(self.engine, prompt.ids, settings.sampling_params(), keep_at=prompt.keep_at,
                                 starts_in_reasoning=settings.force_think_start,
                                 thinking_budget=settings.thinking_budget, lstrip_answer=True)

@@ -189,3 +189,13 @@ def test_bad_settings_are_refused_with_the_setting_named(chat):
     uid, sid = new_session(chat)
     events = collect(chat.send(uid, sid, "hi", settings=settings(temperature=5)))
     assert events[0].kind == "error" and "temperature" in events[0].text
+
+
+def test_prompt_encoder_matches_encode_chat_and_reuses_long_pieces(engine):
+    from studio.prompt import PromptEncoder
+    tok = engine.tokenizer
+    encoder = PromptEncoder(tok, max_tokens=10_000)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": DOC * 8 + "Why?"},
+                {"role": "assistant", "content": " An answer"}, {"role": "user", "content": "More <think> text"}]
+    assert encoder.encode_chat(messages) == tok.encode_chat(messages) == encoder.encode_chat(messages)
+    assert len(encoder._memo) == 1 and encoder._held > 1000
