@@ -54,11 +54,11 @@ def thought_message(reasoning: str, *, pending: bool, seconds: float = 0.0, toke
 def stats_title(stats: dict) -> str:
     """One line per answer: "TTFT 0.42 s · 31.5 tok/s · 812 cached"."""
     parts = []
-    if "ttft" in stats:
+    if isinstance(stats.get("ttft"), (int, float)):
         parts.append(f"TTFT {human_seconds(stats['ttft'])}")
     if stats.get("tokens_per_s"):
         parts.append(f"{stats['tokens_per_s']:.1f} tok/s")
-    if "cached_tokens" in stats:
+    if isinstance(stats.get("cached_tokens"), int):
         parts.append(f"{human_tokens(stats['cached_tokens'])} cached")
     return " · ".join(parts)
 
@@ -71,7 +71,7 @@ def stats_message(stats: dict) -> dict | None:
     names = [("prompt_tokens", "prompt tokens"), ("cached_tokens", "reused from saved state"),
              ("reasoning_tokens", "reasoning tokens"), ("completion_tokens", "output tokens")]
     rows = [f"| {label} | {stats[key]:,} |" for key, label in names if isinstance(stats.get(key), int)]
-    if "seconds" in stats:
+    if isinstance(stats.get("seconds"), (int, float)):
         rows.append(f"| total time | {human_seconds(stats['seconds'])} |")
     body = "\n".join(["| | |", "|---|---:|", *rows]) if rows else title
     return {"role": "assistant", "content": body, "metadata": {"title": "⏱ " + title, "status": "done"}}
@@ -82,12 +82,12 @@ def answer_messages(content: str, reasoning: str, stats: dict, status: str, *,
     """The chatbot dicts of one stored assistant message: thought panel, answer, stats panel."""
     messages = []
     if reasoning or stats.get("reasoning_tokens"):
-        seconds = stats.get("thinking_seconds", stats.get("seconds", 0.0))
+        seconds = stats.get("thinking_seconds") or stats.get("seconds") or 0.0
         shown = reasoning if include_reasoning else (
             f"*{len(reasoning):,} characters of reasoning are not loaded, to keep the page light. "
             "Tick **Load earlier thinking** to read them.*")
         messages.append(thought_message(shown, pending=False, seconds=seconds,
-                                        tokens=stats.get("reasoning_tokens", 0)))
+                                        tokens=stats.get("reasoning_tokens") or 0))
     note = {"stopped": "\n\n*⏹ stopped*", "error": "\n\n*⚠ generation failed*"}.get(status, "")
     if content or note:
         messages.append({"role": "assistant", "content": content + note})

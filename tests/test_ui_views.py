@@ -36,6 +36,8 @@ def test_stats_panel_names_ttft_speed_and_reuse():
     assert panel["metadata"]["title"] == "⏱ TTFT 0.42 s · 31.5 tok/s · 812 cached"
     assert "| prompt tokens | 1,024 |" in panel["content"] and "| total time | 10 s |" in panel["content"]
     assert views.stats_message({}) is None
+    stopped = views.stats_message({"ttft": 0.2, "cached_tokens": None, "seconds": None, "prompt_tokens": 9})
+    assert stopped["metadata"]["title"] == "⏱ TTFT 0.20 s" and "| prompt tokens | 9 |" in stopped["content"]
 
 
 def _message(mid, role, content, reasoning="", stats=None, status="done"):

@@ -1,0 +1,255 @@
+"""End-to-end studio tests in a real browser: Playwright driving Debian's Chromium against `python app.py` (tiny model).
+
+    .venv/bin/python -m pytest -q tests/test_browser.py          # needs /usr/bin/chromium (`make browser`)
+
+One server per module (plus one with --auth for the two-user test); every wait is bounded. M1_SCREENSHOTS=1 also
+writes the README screenshots to assets/screenshots/ (desktop 1400x900 and phone 390x844).
+"""
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+START_TIMEOUT_S = 150
+UI_TIMEOUT_MS = 30_000
+
+if not Path(CHROMIUM).exists():
+    pytest.skip("!!! BROWSER TESTS SKIPPED: Debian's chromium is not installed (run `make browser`, i.e. "
+                "`apt-get install -y chromium`) !!!", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="!!! BROWSER TESTS SKIPPED: playwright missing !!!")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _start_server(data_dir: Path, *flags: str):
+    port = _free_port()
+    log = open(data_dir / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--data-dir", str(data_dir), *flags],
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app.py exited with {proc.returncode}: {(data_dir / 'server.log').read_text()[-3000:]}")
+        try:
+            if _get(url + "/health")[0] == 200:
+                return proc, url
+        except OSError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"app.py did not answer /health in {START_TIMEOUT_S} s")
+
+
+def _stop_server(proc) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    proc, url = _start_server(tmp_path_factory.mktemp("studio"))
+    yield url
+    _stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    page.goto(server)
+    page.wait_for_selector("#m1-composer textarea")
+    yield page
+    context.close()
+
+
+def set_limits(page, max_tokens: int, thinking_budget: int) -> None:
+    """Open Settings and set max output tokens and the thinking budget (small: the tiny model is slow on CPU)."""
+    settings = page.locator("#m1-settings")
+    if not settings.locator("#m1-max-tokens").is_visible():
+        settings.get_by_text("Settings").first.click()
+    for elem_id, value in (("#m1-max-tokens", max_tokens), ("#m1-thinking-budget", thinking_budget)):
+        box = page.locator(f"{elem_id} input[type=number]")
+        box.fill(str(value))
+        box.press("Enter")
+        box.blur()
+    page.wait_for_timeout(300)
+
+
+def send(page, text: str) -> None:
+    """Type a message and press Enter; waits until the page has the new turn (a reply placeholder)."""
+    page.evaluate("window.__m1_turns = document.querySelectorAll('#m1-chat .message-row').length")
+    box = page.locator("#m1-composer textarea")
+    box.fill(text)
+    box.press("Enter")
+
+
+def wait_finished(page, timeout_ms: int = 90_000) -> None:
+    """Until the reply of the last sent message has its stats panel (the turn was saved)."""
+    page.wait_for_function("""() => {
+        const rows = [...document.querySelectorAll('#m1-chat .message-row')].slice(window.__m1_turns || 0);
+        return rows.some(row => row.innerText.includes('TTFT'));
+    }""", timeout=timeout_ms)
+
+
+def meter_total(page) -> int:
+    return int(page.locator("#m1-meter .m1-meter").get_attribute("data-total"))
+
+
+def running_requests(url: str) -> int:
+    return json.loads(_get(url + "/health")[1])["running_requests"]
+
+
+def make_pdf(path: Path, pages: int = 3) -> Path:
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+    pdf = canvas.Canvas(str(path), pagesize=A4)
+    for number in range(1, pages + 1):
+        for line in range(40):
+            pdf.drawString(60, 800 - 18 * line, f"Page {number}, line {line}: the quarterly report of M1 Studio.")
+        pdf.showPage()
+    pdf.save()
+    return path
+
+
+def test_chat_streams_reasoning_then_answer(page, server):
+    set_limits(page, max_tokens=160, thinking_budget=48)
+    send(page, "Hello M1, what is 2+2?")
+    chat = page.locator("#m1-chat")
+    chat.get_by_text("Hello M1, what is 2+2?").wait_for()
+    chat.get_by_text(re.compile(r"Thinking…|Thought for")).first.wait_for()
+    wait_finished(page)
+    assert chat.get_by_text(re.compile(r"Thought for [\d.]+ s · \d+ tokens")).count() >= 1
+    assert re.search(r"TTFT [\d.]+ s · [\d.]+ tok/s", chat.inner_text())
+    assert page.locator("#m1-sessions").get_by_text("Hello M1, what is 2+2?").is_visible()
+
+
+def test_pdf_attachment_shows_tokens_and_moves_the_meter(page, tmp_path):
+    before = meter_total(page)
+    page.locator("#m1-composer input[type=file]").set_input_files(str(make_pdf(tmp_path / "report.pdf")))
+    chip = page.locator("#m1-chips .m1-chip")
+    chip.first.wait_for()
+    page.wait_for_timeout(1500)  # a second change event of the same upload must not attach it twice
+    assert chip.count() == 1
+    assert "report.pdf" in chip.inner_text() and re.search(r"[\d.]+k? tokens", chip.inner_text())
+    tokens = int(re.search(r"([\d.]+)(k?) tokens", chip.inner_text()).group(1).replace(".", "") or 0)
+    assert tokens > 0 and meter_total(page) > before
+    send(page, "Summarise the report")
+    wait_finished(page)
+    assert page.locator("#m1-chat").get_by_text("report.pdf").count() >= 1
+    assert page.locator("#m1-chips .m1-chip").count() == 0
+
+
+def test_stop_really_stops_the_engine(page, server):
+    page.locator("#m1-new").click()
+    page.wait_for_function("() => !document.querySelector('#m1-chat .message-row')")
+    set_limits(page, max_tokens=8000, thinking_budget=0)
+    send(page, "Write a very long essay")
+    page.locator("#m1-chat").get_by_text("Thinking…").first.wait_for()
+    page.wait_for_timeout(500)
+    assert running_requests(server) == 1
+    page.locator("#m1-stop").click()
+    page.locator("#m1-chat").get_by_text("stopped").last.wait_for(timeout=15_000)
+    assert running_requests(server) == 0
+
+
+def test_reload_finds_the_sessions_in_the_sidebar(page):
+    page.reload()
+    page.wait_for_selector("#m1-composer textarea")
+    sessions = page.locator("#m1-sessions")
+    sessions.get_by_text("Hello M1, what is 2+2?").wait_for()
+    assert sessions.get_by_text("Write a very long essay").is_visible()
+    assert page.locator("#m1-chat").get_by_text("Write a very long essay").is_visible()  # reopened where it was
+    sessions.get_by_text("Hello M1, what is 2+2?").click()
+    page.locator("#m1-chat").get_by_text("Summarise the report").wait_for()
+
+
+def test_share_link_opens_logged_out_and_can_be_revoked(page, browser, server):
+    page.locator("#m1-share").get_by_text("Share (read-only link)").click()
+    page.locator("#m1-share-create").click()
+    link = page.locator("#m1-share-url textarea, #m1-share-url input").first
+    page.wait_for_function("el => el.value.includes('/share/')", arg=link.element_handle())
+    url = link.input_value()
+    assert url.startswith(server + "/share/")
+    visitor = browser.new_context()
+    shared = visitor.new_page()
+    shared.goto(url)
+    assert "Hello M1, what is 2+2?" in shared.inner_text("main")
+    assert "report.pdf" in shared.inner_text("main") and "line 3" not in shared.inner_text("main")
+    page.locator("#m1-share-revoke").click()
+    page.wait_for_function("el => el.value === ''", arg=link.element_handle())
+    assert _get(url)[0] == 404
+    visitor.close()
+
+
+def _login(browser, url: str, user: str, password: str):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    page.goto(url)
+    page.locator("input[type=text], input[name=username]").first.fill(user)
+    page.locator("input[type=password]").first.fill(password)
+    page.locator("button", has_text=re.compile("log ?in", re.I)).first.click()
+    page.wait_for_selector("#m1-composer textarea")
+    return context, page
+
+
+def test_two_users_see_only_their_own_sessions(browser, tmp_path_factory):
+    proc, url = _start_server(tmp_path_factory.mktemp("auth"), "--auth", "a:pa", "--auth", "b:pb")
+    try:
+        context_a, page_a = _login(browser, url, "a", "pa")
+        set_limits(page_a, max_tokens=32, thinking_budget=8)
+        send(page_a, "alpha secret plan")
+        wait_finished(page_a)
+        assert "Signed in as a" in page_a.inner_text("#m1-header")
+        context_b, page_b = _login(browser, url, "b", "pb")
+        assert page_b.locator("#m1-sessions").get_by_text("alpha secret plan").count() == 0
+        assert page_b.locator("#m1-chat").get_by_text("alpha secret plan").count() == 0
+        set_limits(page_b, max_tokens=32, thinking_budget=8)
+        send(page_b, "bravo private note")
+        wait_finished(page_b)
+        page_a.reload()
+        page_a.locator("#m1-sessions").get_by_text("alpha secret plan").wait_for()
+        assert page_a.locator("#m1-sessions").get_by_text("bravo private note").count() == 0
+        page_b.locator("#m1-search input, #m1-search textarea").first.fill("alpha")
+        page_b.wait_for_timeout(1000)
+        assert page_b.locator("#m1-sessions").get_by_text("alpha secret plan").count() == 0
+        context_a.close()
+        context_b.close()
+    finally:
+        _stop_server(proc)
