@@ -25,19 +25,23 @@ class RequestOutput:
 
 
 class LLM:
-    """Load an M1-architecture checkpoint directory (official or -hf layout) and run it on our engine."""
+    """Load an M1-architecture checkpoint (official or -hf layout; a directory, or a ModelScope / Hugging Face id
+    via engine/sources.py) and run it on our engine, optionally over `tensor_parallel_size` GPUs (CPU: gloo ranks)
+    and with `quantization="experts_int8"`. `close()` stops the worker ranks."""
 
     def __init__(self, model: str, *, device=None, dtype=None, tensor_parallel_size: int = 1, quantization=None,
-                 max_model_len: int | None = None, progress=None, **engine_args):
-        if tensor_parallel_size != 1:
-            raise NotImplementedError("tensor_parallel_size > 1 is not implemented yet (see the scale issue)")
-        if quantization is not None:
-            raise NotImplementedError(f"quantization={quantization!r} is not implemented yet (see the scale issue)")
+                 max_model_len: int | None = None, progress=None, source: str = "auto", **engine_args):
+        from .sources import resolve_model
+        model = str(resolve_model(model, source=source))
         self.engine = LLMEngine(model, device=device, dtype=dtype, progress=progress,
+                                tensor_parallel_size=tensor_parallel_size, quantization=quantization,
                                 args=EngineArgs(max_model_len=max_model_len, **engine_args))
         self.tokenizer, self.config = self.engine.tokenizer, self.engine.config
         self.model, self.cache, self.runner = self.engine.model, self.engine.cache, self.engine.runner
         self.max_model_len, self.load_stats = self.engine.max_model_len, self.engine.load_stats
+
+    def close(self) -> None:
+        self.engine.close()
 
     def logits(self, token_ids: list[int]) -> torch.Tensor:
         """One full prefill of `token_ids`: fp32 logits [len, vocab] of every position."""

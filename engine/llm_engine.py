@@ -13,16 +13,19 @@ import torch
 from .block_manager import CacheManager
 from .cache import ModelCache
 from .config import ModelConfig
-from .model import MiniMaxM1
+from .memory_plan import plan_memory
 from .outputs import RequestUpdate
+from .parallel import ParallelRunner, WorkerPool
+from .quant import check_quantization, stored_quantization
 from .reasoning import ReasoningSplitter
-from .runner import ModelRunner, StepItem
+from .runner import StepItem
 from .sampling import SamplingParams, make_generator, sample
 from .scheduler import LENGTH_EXCEEDED, Scheduler
 from .sequence import Sequence, SequenceStatus
 from .snapshots import SnapshotKeeper
 from .tokenizer import load_tokenizer
-from .weights import load_weights
+from .tp_snapshots import ShardedSnapshotKeeper
+from .worker import ShardSpec, check_tp, local_config
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
@@ -75,7 +78,11 @@ class _Request:
 
 
 class LLMEngine:
-    def __init__(self, model: str, *, device=None, dtype=None, args: EngineArgs | None = None, progress=None):
+    """`tensor_parallel_size=N` runs ranks 1..N-1 in worker processes (one per GPU; gloo ranks on CPU) that this
+    engine drives; `quantization="experts_int8"` keeps the experts int8 (also chosen by an int8 checkpoint)."""
+
+    def __init__(self, model: str, *, device=None, dtype=None, args: EngineArgs | None = None, progress=None,
+                 tensor_parallel_size: int = 1, quantization: str | None = None):
         if not Path(model).is_dir():
             raise FileNotFoundError(f"model path {model!r} is not a directory (expected a checkpoint with config.json)")
         self.args = args = args or EngineArgs()
@@ -84,23 +91,36 @@ class LLMEngine:
         self.config = cfg = ModelConfig.from_dir(model)
         self.dtype = resolve_dtype(dtype, self.device, cfg)
         self.tokenizer = load_tokenizer(model)
-        t0 = time.perf_counter()
-        self.model = MiniMaxM1(cfg, self.dtype, self.device)
-        self.load_stats = load_weights(self.model, model, progress)
-        self.load_stats["seconds"] = time.perf_counter() - t0
         default_len = CPU_DEFAULT_CONTEXT if self.device.type == "cpu" else 1 << 20
         self.max_model_len = args.max_model_len or min(cfg.max_position_embeddings, default_len)
+        self.tp_size = tensor_parallel_size
+        check_tp(cfg, tensor_parallel_size)
+        planned = check_quantization(quantization, stored_quantization(cfg.raw))
+        if self.device.type == "cuda":
+            self.memory_plan = plan_memory(cfg, tensor_parallel_size, planned, self.dtype,
+                                           torch.cuda.mem_get_info(self.device)[1], args.gpu_memory_utilization,
+                                           self.max_model_len, args.max_num_seqs)
+            print(self.memory_plan.describe())
+            self.memory_plan.check()
+        self.workers = WorkerPool(ShardSpec(self.model_dir, self.dtype, str(self.device), quantization),
+                                  tensor_parallel_size, progress)
+        local = self.workers.local
+        self.model, self.quantization = local.model, local.quantization
+        self.load_stats = local.load_stats
         num_blocks = self._num_kv_blocks()
-        self.cache = ModelCache(cfg, args.max_num_seqs, num_blocks, BLOCK_SIZE, self.dtype, self.device)
-        self.runner = ModelRunner(self.model, self.cache, self.device)
+        self.workers.call("make_cache", args.max_num_seqs, num_blocks, BLOCK_SIZE)
+        self.cache = local.cache
+        self.runner = local.runner if tensor_parallel_size == 1 else ParallelRunner(self.workers)
         self.cache_manager = CacheManager(num_blocks, BLOCK_SIZE, args.max_num_seqs)
         self.keeper = None
         if args.enable_state_reuse:
             device_bytes = args.device_state_bytes
             if device_bytes is None:
                 device_bytes = num_blocks * BLOCK_SIZE * self.cache.token_bytes // 4 + 4 * self.cache.slot_bytes
-            self.keeper = SnapshotKeeper(self.cache, self.cache_manager.blocks, device_bytes, args.host_state_bytes,
-                                         args.disk_state_bytes, args.disk_state_dir)
+            keeper_args = (self.cache, self.cache_manager.blocks, device_bytes, args.host_state_bytes,
+                           args.disk_state_bytes, args.disk_state_dir)
+            self.keeper = SnapshotKeeper(*keeper_args) if tensor_parallel_size == 1 \
+                else ShardedSnapshotKeeper(self.workers, *keeper_args)
         self.scheduler = Scheduler(args.max_num_seqs, max(args.max_num_batched_tokens, args.max_num_seqs),
                                    args.prefill_chunk_size, self.cache_manager, self.tokenizer.eos_token_ids,
                                    restore=self.keeper.restorable if self.keeper else None,
@@ -108,13 +128,18 @@ class LLMEngine:
                                    reclaim=self.keeper.reclaim if self.keeper else None)
         self.requests: dict[str, _Request] = {}
 
+    def close(self) -> None:
+        """Stop the tensor-parallel worker processes (nothing to do at size 1)."""
+        self.workers.close()
+
     def _num_kv_blocks(self) -> int:
         tokens = self.args.kv_cache_tokens
         if tokens is None and self.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(self.device)
-            states = self.args.max_num_seqs * ModelCache.bytes_per_slot(self.config)
+            free = min(self.workers.call_all("free_memory"))
+            cfg = local_config(self.config, self.workers.tp)
+            states = self.args.max_num_seqs * ModelCache.bytes_per_slot(cfg)
             budget = free * self.args.gpu_memory_utilization - states - (2 << 30)
-            tokens = int(budget // max(ModelCache.bytes_per_token(self.config, self.dtype), 1))
+            tokens = int(budget // max(ModelCache.bytes_per_token(cfg, self.dtype), 1))
             if tokens < BLOCK_SIZE:
                 raise MemoryError(f"no room for a KV cache on {self.device}: {free / 2**30:.1f} GiB free after weights")
         if tokens is None:  # CPU: room for two full-length sequences
@@ -228,9 +253,7 @@ class LLMEngine:
         return logits
 
     def _item(self, seq: Sequence, n: int) -> StepItem:
-        start = seq.num_computed_tokens
-        if start == 0:
-            self.cache.clear_slot(seq.state_slot)
+        start = seq.num_computed_tokens  # a sequence starting at 0 gets a cleared state slot from the runner
         return StepItem(seq.token_ids[start:start + n], start, seq.state_slot, seq.block_table)
 
     def _on_release(self, seq: Sequence) -> None:

@@ -1,4 +1,7 @@
-"""The only place where sequences become tensors: packs a step's sequences, runs the model, returns logits."""
+"""The only place where sequences become tensors: packs a step's sequences, runs the model, returns logits.
+
+A sequence with no past (`past_len == 0`) starts from a zero lightning state: the runner clears its slot, so under
+tensor parallelism every rank clears its own shard without a separate call."""
 from dataclasses import dataclass
 
 import torch
@@ -43,8 +46,12 @@ class ModelRunner:
         return torch.tensor(ids, dtype=torch.long, device=dev), ctx
 
     @torch.inference_mode()
-    def run(self, items: list[StepItem], all_logits: bool = False) -> torch.Tensor:
-        """Forward one step. Returns fp32 logits of each sequence's last token [N, V] (or of every token [T, V])."""
+    def run(self, items: list[StepItem], all_logits: bool = False) -> torch.Tensor | None:
+        """Forward one step. Returns fp32 logits of each sequence's last token [N, V] (or of every token [T, V]);
+        None on tensor-parallel ranks other than 0."""
+        for it in items:
+            if it.past_len == 0:
+                self.cache.clear_slot(it.slot)
         ids, ctx = self.build_context(items)
         hidden = self.model(ids, ctx)
         if not all_logits:

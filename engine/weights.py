@@ -42,11 +42,14 @@ def checkpoint_files(model_dir: str | Path) -> dict[str, list[str]]:
 
 def load_weights(model: torch.nn.Module, model_dir: str | Path,
                  progress: Callable[[int, int, str], None] | None = None) -> dict:
-    """Fill every parameter of `model` from the checkpoint. Returns {'bytes', 'tensors', 'seconds'}."""
+    """Fill every parameter of `model` from the checkpoint (each loader reads only what its rank owns).
+
+    Returns {'bytes': filled, 'bytes_read': read from the files, 'read': {tensor name: bytes read}, 'tensors',
+    'seconds'}."""
     params = dict(model.named_parameters())
     files = checkpoint_files(model_dir)
     total = sum(len(n) for n in files.values())
-    done, nbytes, t0 = 0, 0, time.perf_counter()
+    done, nbytes, read, t0 = 0, 0, {}, time.perf_counter()
     for file, names in sorted(files.items()):
         with safe_open(file, framework="pt") as f:
             for name in names:
@@ -59,11 +62,13 @@ def load_weights(model: torch.nn.Module, model_dir: str | Path,
                 before = param.loaded_numel
                 param.weight_loader(param, src, shard)
                 nbytes += (param.loaded_numel - before) * param.element_size()
+                read[name] = src.bytes_read
                 done += 1
                 if progress:
                     progress(done, total, name)
     _check_complete(model, params)
-    return {"bytes": nbytes, "tensors": done, "seconds": time.perf_counter() - t0}
+    return {"bytes": nbytes, "bytes_read": sum(read.values()), "read": read, "tensors": done,
+            "seconds": time.perf_counter() - t0}
 
 
 def _check_complete(model, params: dict) -> None:

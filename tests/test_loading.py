@@ -125,10 +125,10 @@ def test_wrong_model_path():
 
 
 def test_unsupported_arguments_raise(tiny_official):
-    with pytest.raises(NotImplementedError, match="tensor_parallel_size"):
-        LLM(str(tiny_official), tensor_parallel_size=2)
-    with pytest.raises(NotImplementedError, match="quantization"):
-        LLM(str(tiny_official), quantization="experts_int8")
+    with pytest.raises(ValueError, match="tensor_parallel_size=4"):
+        LLM(str(tiny_official), device="cpu", tensor_parallel_size=4)  # 6 heads
+    with pytest.raises(ValueError, match="quantization='fp8'"):
+        LLM(str(tiny_official), device="cpu", quantization="fp8")
 
 
 def test_prompt_over_the_window(tiny_official):

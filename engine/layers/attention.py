@@ -1,25 +1,46 @@
-"""M1's softmax attention layer: GQA with partial RoPE over a paged KV cache (rows addressed per token)."""
+"""M1's softmax attention layer: GQA with partial RoPE over a paged KV cache (rows addressed per token).
+
+Tensor parallel: q heads split in contiguous blocks; kv heads split too, or, with fewer kv heads than ranks,
+each rank keeps the one kv head its q heads read (replicated). `o_proj` is row-parallel: one all-reduce.
+"""
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..context import ForwardContext
-from .linear import Linear
+from ..parallel import TPGroup
+from .linear import ColumnParallelLinear, RowParallelLinear
 from .rotary import PartialRotary
 
 QUERY_ROWS_PER_CALL = 4096  # bounds the [rows, context] mask of a long chunk against a long history
 
 
+def kv_heads_of_rank(num_heads: int, num_kv_heads: int, tp: TPGroup) -> tuple[int, int]:
+    """(first kv head, kv heads held) by this rank: a share when kv heads >= ranks, else one replicated head."""
+    if num_kv_heads >= tp.size:
+        return tp.split(num_kv_heads, "num_key_value_heads")
+    if tp.size % num_kv_heads:
+        raise ValueError(f"tensor_parallel_size={tp.size} must be a multiple of num_key_value_heads={num_kv_heads} "
+                         "when it exceeds it")
+    q_first, _ = tp.split(num_heads, "num_attention_heads")
+    return q_first // (num_heads // num_kv_heads), 1
+
+
 class SoftmaxAttention(nn.Module):
-    def __init__(self, cfg, layer_idx: int, dtype: torch.dtype, device=None):
+    def __init__(self, cfg, layer_idx: int, dtype: torch.dtype, device=None, tp: TPGroup | None = None):
         super().__init__()
-        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        self.q_proj = Linear(cfg.hidden_size, cfg.num_heads * cfg.head_dim, dtype, device)
-        self.k_proj = Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, dtype, device)
-        self.v_proj = Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, dtype, device)
-        self.o_proj = Linear(cfg.num_heads * cfg.head_dim, cfg.hidden_size, dtype, device)
+        tp = tp or TPGroup()
+        H, D = cfg.hidden_size, cfg.head_dim
+        q_first, self.num_heads = tp.split(cfg.num_heads, "num_attention_heads")
+        kv_first, self.num_kv_heads = kv_heads_of_rank(cfg.num_heads, cfg.num_kv_heads, tp)
+        self.head_dim = D
+        inner, kv = cfg.num_heads * D, cfg.num_kv_heads * D
+        self.q_proj = ColumnParallelLinear(H, inner, q_first * D, self.num_heads * D, dtype, device)
+        self.k_proj = ColumnParallelLinear(H, kv, kv_first * D, self.num_kv_heads * D, dtype, device)
+        self.v_proj = ColumnParallelLinear(H, kv, kv_first * D, self.num_kv_heads * D, dtype, device)
+        self.o_proj = RowParallelLinear(inner, H, q_first * D, self.num_heads * D, tp, dtype, device)
         self.rotary = PartialRotary(cfg.rotary_dim, cfg.rope_theta)
-        self.k_cache: torch.Tensor | None = None  # [rows, KVH, D], bound by the model cache
+        self.k_cache: torch.Tensor | None = None  # [rows, local KVH, D], bound by the model cache
         self.v_cache: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:

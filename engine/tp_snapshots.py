@@ -1,0 +1,62 @@
+"""Snapshots of model state under tensor parallelism: rank 0 keeps the index, every rank keeps its own shard.
+
+Same policy as `SnapshotKeeper` (tiers, LRU, reclaim); its handles here are `ShardedSnap`s: an id that every rank's
+`RankWorker` stores its state shard (and, off the device, KV shard) under, plus the KV blocks rank 0 holds for it.
+"""
+import itertools
+from dataclasses import dataclass
+
+from .block_manager import blocks_for
+from .sequence import Sequence
+from .snapshots import SnapshotKeeper
+from .state_cache import StateEntry
+
+
+@dataclass
+class ShardedSnap:
+    sid: int
+    blocks: list[int]
+    num_tokens: int
+
+
+class ShardedSnapshotKeeper(SnapshotKeeper):
+    def __init__(self, pool, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pool = pool
+        self._ids = itertools.count()
+
+    def keep(self, seq: Sequence, num_tokens: int, on_device: bool = True) -> None:
+        tokens = seq.token_ids[:num_tokens]
+        if num_tokens < 1 or tokens in self.index:
+            return
+        held = list(seq.block_table[:blocks_for(num_tokens, self.cache.block_size)])
+        sid = next(self._ids)
+        self.pool.call("snap_take", sid, seq.state_slot, held, num_tokens, on_device)
+        if on_device:
+            self.blocks.incref(held)
+        self.pending.append((tokens, ShardedSnap(sid, held if on_device else [], num_tokens),
+                             self.nbytes(num_tokens)))
+
+    def restore_into(self, seq: Sequence) -> None:
+        entry, n = self.index.match(seq.token_ids)
+        if entry is None or n != seq.num_cached_tokens:
+            raise RuntimeError(f"snapshot for request {seq.request_id!r} changed between scheduling and restore")
+        self.pool.call("snap_restore", entry.handle.sid, seq.state_slot, list(seq.block_table), n)
+
+    def _move(self, entry: StateEntry, src: str, dst: str | None):
+        handle = entry.handle
+        if dst is None:
+            self._free(handle)
+            return None
+        if dst == "host":
+            self.pool.call("snap_to_host", handle.sid)
+        else:
+            self.pool.call("snap_to_disk", handle.sid, str(self.disk_dir))
+        if handle.blocks:
+            self.blocks.free(handle.blocks)
+        return ShardedSnap(handle.sid, [], handle.num_tokens)
+
+    def _free(self, handle) -> None:
+        if handle.blocks:
+            self.blocks.free(handle.blocks)
+        self.pool.call("snap_free", handle.sid)
