@@ -9,10 +9,11 @@ import torch.nn.functional as F
 
 
 def _expert_matmul(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
-    """x [n, K] @ w [N, K]^T, with int8 w: the dot products in x.dtype, then times the row scale."""
+    """x [n, K] @ w [N, K]^T; with int8 w the dot products accumulate in fp32 and the fp32 row scale is applied
+    before the one rounding to x.dtype (what the Triton kernel does)."""
     if scale is None:
         return x @ w.t()
-    return (x @ w.t().to(x.dtype)) * scale.to(x.dtype)
+    return ((x.float() @ w.t().float()) * scale.float()).to(x.dtype)
 
 
 def fused_moe(x, w13, w2, topk_weights, topk_ids, w13_scale=None, w2_scale=None) -> torch.Tensor:
