@@ -1,0 +1,54 @@
+"""Memory plan for the real M1 config (pure arithmetic): weights per GPU at TP8/TP4, KV and state, refusals."""
+import pytest
+import torch
+
+from engine.config import ModelConfig
+from engine.memory_plan import GB, MemoryPlanError, plan_memory
+from engine.model import MiniMaxM1
+from engine.parallel import TPGroup
+from tests.test_loading import REAL_M1
+
+H100 = 85_520_809_984   # torch.cuda.mem_get_info total of an 80 GB H100
+H200 = 150_754_820_096  # ... of a 141 GB H200
+
+
+@pytest.fixture(scope="module")
+def m1():
+    return ModelConfig.from_dict(REAL_M1)
+
+
+def test_int8_weights_per_gpu_match_perf_notes(m1):
+    tp8 = plan_memory(m1, 8, "experts_int8", gpu_bytes=H100)
+    tp4 = plan_memory(m1, 4, "experts_int8", gpu_bytes=H200)
+    # PERF.md: 477 GB in all with int8 experts -> 59.7 GB/GPU at TP8, 119 at TP4; ours keeps the LM head fp32 (+0.3)
+    assert tp8.weight_bytes / GB == pytest.approx(59.7, rel=0.01)
+    assert tp4.weight_bytes / GB == pytest.approx(119.4, rel=0.01)
+    assert tp8.weights["experts"] / GB == pytest.approx(434.88 / 8, rel=0.002)  # + fp32 row scales
+    assert tp8.kv_bytes_per_token == 10 * 2 * 1 * 128 * 2 and tp4.kv_bytes_per_token == 10 * 2 * 2 * 128 * 2
+    assert tp8.state_bytes_per_seq == 70 * 8 * 128 * 128 * 4
+    assert tp8.sessions(1 << 20) == 2 and tp4.sessions(1 << 20) == 1
+    text = tp8.describe()
+    assert "weights per GPU: 60.12 GB" in text and "2 of 1M tokens" in text
+
+
+def test_plan_matches_the_parameters_the_engine_builds(m1):
+    for tp in (4, 8):
+        model = MiniMaxM1(m1, torch.bfloat16, device="meta", tp=TPGroup(0, tp), quantization="experts_int8")
+        built = sum(p.numel() * p.element_size() for p in model.parameters())
+        assert plan_memory(m1, tp, "experts_int8").weight_bytes == built
+
+
+def test_refuses_what_cannot_fit(m1):
+    with pytest.raises(MemoryPlanError, match=r"120\.1 GB of weights per GPU at tensor_parallel_size=4"):
+        plan_memory(m1, 4, "experts_int8", gpu_bytes=H100).check()
+    with pytest.raises(MemoryPlanError, match="experts_int8"):
+        plan_memory(m1, 8, None, gpu_bytes=H100).check()
+    with pytest.raises(MemoryPlanError, match="lower max_model_len"):
+        plan_memory(m1, 8, "experts_int8", gpu_bytes=H100, max_model_len=4 << 20).check()
+    plan_memory(m1, 8, "experts_int8", gpu_bytes=H100).check()
+    plan_memory(m1, 4, "experts_int8", gpu_bytes=H200).check()
+
+
+def test_tp_that_does_not_divide_heads_is_refused(m1):
+    with pytest.raises(ValueError, match="tensor_parallel_size=3"):
+        plan_memory(m1, 3, "experts_int8")
