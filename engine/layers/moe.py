@@ -3,8 +3,11 @@
 Experts live in two stacked parameters, w13 [E, 2I, H] (w1 rows then w3 rows, as the -hf `gate_up_proj`) and
 w2 [E, H, I]; the official per-expert tensors load into slices of them. Tensor parallel: each rank keeps the
 intermediate rows [r*I/N, (r+1)*I/N) of both w1 and w3 and the same columns of w2, so its output is a partial sum:
-one all-reduce. With `quantization="experts_int8"` w13/w2 are int8 with fp32 per-row scales (engine/quant.py).
+one all-reduce. With `quantization="experts_int8"` w13/w2 are int8 with fp32 per-row scales (engine/quant.py), run
+by the Triton fused MoE on CUDA (kernels/moe; `M1_MOE_IMPL=torch|triton` overrides the choice).
 """
+import os
+
 import torch
 from torch import nn
 
@@ -31,7 +34,8 @@ class SparseMoE(nn.Module):
         if self.quantized:
             self.w13_scale = make_param((E, 2 * self.local), torch.float32, device, self._load_w13_scale)
             self.w2_scale = make_param((E, H), torch.float32, device, self._load_w2_scale)
-        self.impl = "triton" if torch.device(device or "cpu").type == "cuda" else "torch"
+        on_cuda = torch.device(device or "cpu").type == "cuda"
+        self.impl = os.environ.get("M1_MOE_IMPL") or ("triton" if on_cuda and self.quantized else "torch")
 
     # --- loading: (kind, expert) shard ids; kinds w1/w3/w2 per expert, gate_up/down for all experts -----------
     def _rows(self, base: int = 0) -> slice:

@@ -1,0 +1,142 @@
+"""Triton fused MoE for M1's experts with int8 (or bf16/fp32) weights and bf16/fp32 activations.
+
+1. `align`: the T*k (token, expert) slots sorted by expert, each expert's run padded to a multiple of BLOCK_M
+   (torch ops, no host sync), so one program block of the grouped GEMM touches one expert only.
+2. Prefill-sized batches: `_grouped_gemm` — per block of slots, A rows gathered by slot, B the expert's
+   [N, K] weight tile (int8 converted in registers), fp32 accumulation, fp32 per-row scale, optional routing weight.
+3. Decode-sized batches (few slots): `_slot_gemv` — one program per (slot, BLOCK_N rows) streams the expert's rows
+   once, a bandwidth-bound GEMV.
+Gate/up GEMM -> SiLU(gate) * up -> down GEMM (times routing weight) -> sum over the k slots of each token.
+"""
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from kernels.lightning.launch import as_kernel
+
+GEMV_MAX_SLOTS = 8  # up to batch 4 at top-2: each slot streams its expert's rows once
+
+
+def align(topk_ids: torch.Tensor, num_experts: int, block_m: int):
+    """(sorted slot ids [P] padded with T*k, expert of each BLOCK_M block [P/block_m], number of used rows [1]).
+
+    P = T*k + E*(block_m-1) rounded up to block_m is an upper bound; blocks past the used rows are skipped."""
+    flat = topk_ids.flatten()
+    n = flat.numel()
+    counts = torch.bincount(flat, minlength=num_experts)
+    padded = (counts + block_m - 1) // block_m * block_m
+    ends = padded.cumsum(0)
+    starts = ends - padded
+    order = flat.argsort(stable=True)
+    sorted_experts = flat[order]
+    first_of_expert = counts.cumsum(0) - counts
+    rank = torch.arange(n, device=flat.device) - first_of_expert[sorted_experts]
+    capacity = -(-(n + num_experts * (block_m - 1)) // block_m) * block_m
+    sorted_ids = torch.full((capacity,), n, dtype=torch.int32, device=flat.device)
+    sorted_ids[starts[sorted_experts] + rank] = order.to(torch.int32)
+    block_starts = torch.arange(0, capacity, block_m, device=flat.device)
+    block_expert = torch.searchsorted(ends, block_starts, right=True).clamp(max=num_experts - 1).to(torch.int32)
+    return sorted_ids, block_expert, ends[-1:].to(torch.int32)
+
+
+@triton.jit
+def _grouped_gemm(a_ptr, b_ptr, c_ptr, scale_ptr, w_ptr, sorted_ptr, expert_ptr, used_ptr,
+                  N, K, num_slots, stride_am, stride_be, stride_bn, stride_cm, stride_se,
+                  TOP_K: tl.constexpr, A_PER_TOKEN: tl.constexpr, HAS_SCALE: tl.constexpr, MUL_WEIGHT: tl.constexpr,
+                  IS_FP32: tl.constexpr, INTERP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                  BLOCK_K: tl.constexpr):
+    i_m, i_n = tl.program_id(0), tl.program_id(1)
+    if i_m * BLOCK_M >= tl.load(used_ptr):
+        return
+    e = tl.load(expert_ptr + i_m).to(tl.int64)
+    o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    slot = tl.load(sorted_ptr + o_m)
+    m_m = slot < num_slots
+    row = slot // TOP_K if A_PER_TOKEN else slot
+    o_n = i_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_n = o_n < N
+    b_acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        o_k = k0 + tl.arange(0, BLOCK_K)
+        m_k = o_k < K
+        b_a = tl.load(a_ptr + row[:, None].to(tl.int64) * stride_am + o_k[None, :], mask=m_m[:, None] & m_k[None, :],
+                      other=0.0)
+        b_b = tl.load(b_ptr + e * stride_be + o_n[None, :].to(tl.int64) * stride_bn + o_k[:, None],
+                      mask=m_k[:, None] & m_n[None, :], other=0)
+        if IS_FP32 or INTERP:  # the interpreter multiplies bf16 bit patterns as integers (Triton 3.9): go fp32
+            b_acc = tl.dot(b_a.to(tl.float32), b_b.to(tl.float32), b_acc, input_precision="ieee")
+        else:
+            b_acc = tl.dot(b_a, b_b.to(tl.float32).to(b_a.dtype), b_acc)
+    if HAS_SCALE:
+        b_acc = b_acc * tl.load(scale_ptr + e * stride_se + o_n, mask=m_n, other=0.0)[None, :]
+    if MUL_WEIGHT:
+        b_acc = b_acc * tl.load(w_ptr + slot, mask=m_m, other=0.0).to(tl.float32)[:, None]
+    p_c = c_ptr + slot[:, None].to(tl.int64) * stride_cm + o_n[None, :]
+    tl.store(p_c, b_acc.to(c_ptr.dtype.element_ty), mask=m_m[:, None] & m_n[None, :])
+
+
+@triton.jit
+def _slot_gemv(a_ptr, b_ptr, c_ptr, scale_ptr, w_ptr, ids_ptr, N, K, stride_am, stride_be, stride_bn, stride_cm,
+               stride_se, TOP_K: tl.constexpr, A_PER_TOKEN: tl.constexpr, HAS_SCALE: tl.constexpr,
+               MUL_WEIGHT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    i_s, i_n = tl.program_id(0), tl.program_id(1)
+    e = tl.load(ids_ptr + i_s).to(tl.int64)
+    row = i_s // TOP_K if A_PER_TOKEN else i_s
+    o_n = i_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_n = o_n < N
+    b_acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        o_k = k0 + tl.arange(0, BLOCK_K)
+        m_k = o_k < K
+        b_a = tl.load(a_ptr + row * stride_am + o_k, mask=m_k, other=0.0).to(tl.float32)
+        b_b = tl.load(b_ptr + e * stride_be + o_n[:, None].to(tl.int64) * stride_bn + o_k[None, :],
+                      mask=m_n[:, None] & m_k[None, :], other=0)
+        b_acc += tl.sum(b_b.to(tl.float32) * b_a[None, :], axis=1)
+    if HAS_SCALE:
+        b_acc = b_acc * tl.load(scale_ptr + e * stride_se + o_n, mask=m_n, other=0.0)
+    if MUL_WEIGHT:
+        b_acc = b_acc * tl.load(w_ptr + i_s).to(tl.float32)
+    tl.store(c_ptr + i_s * stride_cm + o_n, b_acc.to(c_ptr.dtype.element_ty), mask=m_n)
+
+
+def _expert_gemm(a, w, scale, weights, ids, route, top_k, a_per_token, mul_weight, out_dtype):
+    """C [T*k, N] = A[rows of each slot] @ w[expert of the slot]^T (* scale) (* routing weight)."""
+    num_slots, (E, N, K) = ids.numel(), w.shape
+    c = torch.empty(num_slots, N, dtype=out_dtype, device=a.device)
+    has_scale = scale is not None
+    scale = scale if has_scale else c
+    common = dict(TOP_K=top_k, A_PER_TOKEN=a_per_token, HAS_SCALE=has_scale, MUL_WEIGHT=mul_weight)
+    if route is None:
+        BLOCK_N, BLOCK_K = 64, 128
+        grid = (num_slots, triton.cdiv(N, BLOCK_N))
+        as_kernel(_slot_gemv, a.device)[grid](a, w, c, scale, weights, ids, N, K, a.stride(0), w.stride(0),
+                                              w.stride(1), c.stride(0), scale.stride(0), BLOCK_N=BLOCK_N,
+                                              BLOCK_K=BLOCK_K, **common)
+        return c
+    sorted_ids, block_expert, used, block_m = route
+    BLOCK_N, BLOCK_K = 64, 64
+    grid = (block_expert.numel(), triton.cdiv(N, BLOCK_N))
+    as_kernel(_grouped_gemm, a.device)[grid](a, w, c, scale, weights, sorted_ids, block_expert, used, N, K,
+                                             num_slots, a.stride(0), w.stride(0), w.stride(1), c.stride(0),
+                                             scale.stride(0), IS_FP32=a.dtype == torch.float32,
+                                             INTERP=a.device.type == "cpu", BLOCK_M=block_m,
+                                             BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, **common)
+    return c
+
+
+def triton_fused_moe(x, w13, w2, topk_weights, topk_ids, w13_scale=None, w2_scale=None) -> torch.Tensor:
+    """Same contract as naive.fused_moe (shapes there); weights must be contiguous."""
+    T, top_k = topk_ids.shape
+    inter = w2.shape[-1]
+    x, w13, w2 = x.contiguous(), w13.contiguous(), w2.contiguous()
+    ids = topk_ids.flatten().to(torch.int32).contiguous()
+    weights = topk_weights.flatten().contiguous()
+    route = None
+    if ids.numel() > GEMV_MAX_SLOTS:
+        block_m = 16 if T * top_k <= 1024 else 64
+        route = (*align(topk_ids, w13.shape[0], block_m), block_m)
+    gate_up = _expert_gemm(x, w13, w13_scale, weights, ids, route, top_k, True, False, torch.float32)
+    h = (F.silu(gate_up[:, :inter]) * gate_up[:, inter:]).to(x.dtype)
+    y = _expert_gemm(h, w2, w2_scale, weights, ids, route, top_k, False, True, torch.float32)
+    return y.view(T, top_k, -1).sum(1).to(x.dtype)
