@@ -21,6 +21,9 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 FILE_TYPES = [".pdf", ".docx", ".xlsx", ".pptx", ".html", ".htm", ".md", ".txt", ".csv", ".tsv", ".json", ".py",
               ".js", ".ts", ".java", ".c", ".cpp", ".h", ".go", ".rs", ".rb", ".sh", ".sql", ".yaml", ".yml", ".toml",
               ".xml", ".tex", ".ipynb"]
+CHAT_HEIGHT = "calc(100dvh - 370px)"  # the page fits the window: header, controls, composer and meter below
+CLOSE_SIDEBAR_ON_PHONE = """() => { if (window.innerWidth < 700) {
+    const bar = document.querySelector('#m1-sidebar.open .toggle-button'); if (bar) bar.click(); } }"""
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False},
          {"left": "\\[", "right": "\\]", "display": True}, {"left": "\\(", "right": "\\)", "display": False}]
 
@@ -71,7 +74,7 @@ def build_ui(services) -> gr.Blocks:
         gr.HTML(views.banner_html(random_weights=getattr(services, "random_weights", False),
                                   state_reuse=getattr(services, "state_reuse", True),
                                   model_name=getattr(services, "model_name", "")), elem_id="m1-banners")
-        chatbot = gr.Chatbot(elem_id="m1-chat", height=None, min_height=300, scale=1, show_label=False,
+        chatbot = gr.Chatbot(elem_id="m1-chat", height=CHAT_HEIGHT, min_height=300, show_label=False,
                              editable="user",
                              latex_delimiters=LATEX, buttons=["copy", "copy_all"], feedback_options=None,
                              layout="bubble", autoscroll=True,
@@ -100,11 +103,14 @@ def build_ui(services) -> gr.Blocks:
         panel = [preset, system, temperature, top_p, max_tokens, thinking_budget, replay]
         view = [session_id, chatbot, row_ids, session_list, title, meter, chips, version, saved]
         stream = [progress, error, composer] + view
-        engine = dict(concurrency_limit=engine_slots, concurrency_id="engine", show_progress_on=[chatbot])
+        engine = dict(concurrency_limit=engine_slots, concurrency_id="engine", show_progress="minimal",
+                      show_progress_on=[meter])  # the queue position shows on the meter
         quick = dict(show_progress="hidden")
 
         demo.load(sessions.load, [saved], view + panel + [whoami], **quick)
-        new.click(sessions.new_chat, None, view + panel, **quick)
+        demo.load(None, js=CLOSE_SIDEBAR_ON_PHONE)
+        for trigger in (new.click, chatbot.clear):
+            trigger(sessions.new_chat, None, view + panel, **quick)
         session_list.input(sessions.switch, [session_list], view + panel, **quick)
         query.change(sessions.search, [query, session_id], [session_list], trigger_mode="always_last", **quick)
         rename.click(sessions.rename, [session_id, title], [session_list], **quick)

@@ -159,12 +159,11 @@ def banner_html(*, random_weights: bool, state_reuse: bool, model_name: str) -> 
     """Notes above the chat: random-weights warning (tiny model) and the state-reuse note."""
     notes = []
     if random_weights:
-        notes.append(f'<div class="m1-banner warn">⚠ The model <b>{html.escape(model_name)}</b> has random '
-                     "weights: it babbles. Start the studio with <code>--model</code> pointing at a real "
-                     "MiniMax-M1 checkpoint for real answers.</div>")
+        notes.append(f'<div class="m1-banner warn">⚠ <b>{html.escape(model_name)}</b> has random weights: it '
+                     "babbles. Run with <code>--model</code> and a MiniMax-M1 checkpoint for real answers.</div>")
     if state_reuse:
-        notes.append('<div class="m1-banner info">♻ State reuse is on: follow-up turns continue from the saved '
-                     "model state, so they cost only their new tokens.</div>")
+        notes.append('<div class="m1-banner info">♻ State reuse is on: follow-up turns reuse the saved model '
+                     "state and cost only their new tokens.</div>")
     return "".join(notes)
 
 
