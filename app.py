@@ -78,14 +78,15 @@ def load_engine(args: argparse.Namespace):
     from engine.async_engine import AsyncEngine
     from engine.llm_engine import EngineArgs, LLMEngine
 
-    last = [-1]
+    last, tty = [-1], sys.stdout.isatty()
 
     def progress(done: int, total: int, name: str) -> None:
         percent = 100 * done // max(total, 1)
-        if percent // 5 != last[0] or done == total:
-            last[0] = percent // 5
-            print(f"\rloading weights: {done}/{total} tensors ({percent}%)", end="\n" if done == total else "",
-                  flush=True)
+        step = percent // (5 if tty else 25)
+        if step != last[0] or done == total:
+            last[0] = step
+            print(f"{chr(13) if tty else ''}loading weights: {done}/{total} tensors ({percent}%)",
+                  end="\n" if done == total or not tty else "", flush=True)
 
     start = time.perf_counter()
     dtype = None if args.dtype == "auto" else args.dtype

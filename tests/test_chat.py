@@ -16,7 +16,8 @@ DOC = "Quarterly report. Revenue grew by 12 percent while costs stayed flat. " *
 @pytest.fixture(scope="module")
 def engine(tiny_official):
     engine = AsyncEngine(LLMEngine(str(tiny_official), device="cpu", dtype="float32",
-                                   args=EngineArgs(max_model_len=WINDOW)))
+                                   args=EngineArgs(max_model_len=WINDOW, prefill_chunk_size=256,
+                                                   max_num_batched_tokens=256)))
     yield engine
     engine.shutdown()
 
@@ -68,6 +69,11 @@ def test_three_turns_with_a_document_reuse_state_and_save_each_turn(chat, engine
         assert saved["status"] == "done" and saved["reasoning"] == texts(events, "reasoning")
         assert saved["content"] == texts(events, "answer") and saved["stats"]["ttft"] > 0
         finals.append(final.stats)
+        if turn == 0:  # ~640 prompt tokens read in 256-token chunks
+            progress = [e for e in events if e.kind == "prefill"]
+            assert [e.done for e in progress] == sorted(e.done for e in progress) and len(progress) >= 3
+            assert progress[-1].done == progress[-1].total == final.stats["prompt_tokens"]
+            assert progress[1].eta_s is not None and progress[1].eta_s > 0
     first, second, third = finals
     assert first["cached_tokens"] == 0
     assert second["cached_tokens"] == first["prompt_tokens"] - think  # restored up to turn 1's generation prompt
