@@ -2,16 +2,14 @@
 
     app = build_app(async_engine, store, ServerConfig(model_dir="data/models/m1-tiny"))
 
-`mount_ui` puts the studio at `/`; today it serves a placeholder page. The UI replaces that one function with
-`gr.mount_gradio_app(app, blocks, path="/", auth=...)`; it is called last so /v1 and /health keep precedence.
+`mount_ui` puts the studio at `/` (studio.ui: `gr.mount_gradio_app(app, blocks, path="/", auth=...)`); it is
+called last so /v1 and /health keep precedence.
 """
 import asyncio
-import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
 
 from studio.api import OpenAIService, create_router
 from studio.chat import ChatService
@@ -66,20 +64,6 @@ def build_app(async_engine, store, config: ServerConfig) -> FastAPI:
 
 
 def mount_ui(app: FastAPI, chat: ChatService, config: ServerConfig) -> None:
-    """The studio at `/`: a placeholder page until the Gradio UI replaces this function."""
-    info = config.model
-    warning = f'<p style="color:#b45309"><b>{html.escape(info["note"])}</b></p>' if info["random_weights"] else ""
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>M1 Studio</title></head>
-<body style="font-family:system-ui;max-width:44rem;margin:3rem auto">
-<h1>M1 Studio</h1>{warning}
-<p>Serving <code>{html.escape(config.model_name)}</code> (context window {chat.window:,} tokens).
-The chat studio is coming here; the OpenAI-compatible API is live at <code>/v1</code>.</p>
-<pre>from openai import OpenAI
-client = OpenAI(base_url="http://HOST:PORT/v1", api_key="...")
-client.chat.completions.create(model="{html.escape(config.model_name)}", messages=[...], stream=True)</pre>
-<p><a href="health">health</a> · <a href="v1/models">models</a> · <a href="v1/docs">API docs</a></p>
-</body></html>"""
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def studio():
-        return page
+    """The studio at `/`: the Gradio page, the read-only share route and the login (studio.ui.mount_ui)."""
+    from studio.ui import mount_ui as mount_studio
+    mount_studio(app, chat, config)

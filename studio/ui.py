@@ -33,7 +33,7 @@ def build_ui(services) -> gr.Blocks:
     sessions = SessionHandlers(services)
     chat = ChatHandlers(services, sessions)
     engine_slots = getattr(services, "concurrency", None) or 4
-    with gr.Blocks(title="M1 Studio", fill_height=True) as demo:
+    with gr.Blocks(title="M1 Studio", fill_height=True, analytics_enabled=False) as demo:
         session_id, row_ids, selected = gr.State(None), gr.State([]), gr.State(None)
         limit = gr.State(views.TRANSCRIPT_MESSAGES)
         saved = gr.BrowserState(None, storage_key="m1-studio-session")
@@ -73,7 +73,8 @@ def build_ui(services) -> gr.Blocks:
         whoami = gr.HTML(header_html(""), elem_id="m1-top")
         gr.HTML(views.banner_html(random_weights=getattr(services, "random_weights", False),
                                   state_reuse=getattr(services, "state_reuse", True),
-                                  model_name=getattr(services, "model_name", "")), elem_id="m1-banners")
+                                  model_name=getattr(services, "model_name", ""),
+                                  note=getattr(services, "model_note", "")), elem_id="m1-banners")
         chatbot = gr.Chatbot(elem_id="m1-chat", height=CHAT_HEIGHT, min_height=300, show_label=False,
                              editable="user",
                              latex_delimiters=LATEX, buttons=["copy", "copy_all"], feedback_options=None,
@@ -168,6 +169,7 @@ class StudioServices:
     store: object
     model_name: str = ""
     random_weights: bool = False
+    model_note: str = ""
     state_reuse: bool = True
     max_upload_bytes: int = 100 * 1024 * 1024
     root_path: str = ""
@@ -177,7 +179,7 @@ class StudioServices:
     def from_server(cls, chat, config) -> "StudioServices":
         """From studio.server's ChatService and ServerConfig."""
         engine = getattr(chat.engine, "engine", None)
-        return cls(chat, chat.store, config.model_name, config.model["random_weights"],
+        return cls(chat, chat.store, config.model_name, config.model["random_weights"], config.model["note"],
                    getattr(getattr(engine, "args", None), "enable_state_reuse", True),
                    config.max_upload_mb * 1024 * 1024, config.root_path or "",
                    getattr(getattr(engine, "args", None), "max_num_seqs", 4))

@@ -155,10 +155,12 @@ def eta_seconds(done: int, total: int, elapsed: float) -> float | None:
     return (total - done) * elapsed / done
 
 
-def banner_html(*, random_weights: bool, state_reuse: bool, model_name: str) -> str:
-    """Notes above the chat: random-weights warning (tiny model) and the state-reuse note."""
+def banner_html(*, random_weights: bool, state_reuse: bool, model_name: str, note: str = "") -> str:
+    """Notes above the chat: random-weights warning (tiny model; `note` is the server's wording) and state reuse."""
     notes = []
-    if random_weights:
+    if random_weights and note:
+        notes.append(f'<div class="m1-banner warn">⚠ {html.escape(note)}</div>')
+    elif random_weights:
         notes.append(f'<div class="m1-banner warn">⚠ <b>{html.escape(model_name)}</b> has random weights: it '
                      "babbles. Run with <code>--model</code> and a MiniMax-M1 checkpoint for real answers.</div>")
     if state_reuse:

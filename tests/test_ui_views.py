@@ -140,3 +140,5 @@ def test_session_lists_and_version_label():
         "Reply · version 2 of 3"
     banner = views.banner_html(random_weights=True, state_reuse=True, model_name="tiny")
     assert "random" in banner and "State reuse is on" in banner
+    noted = views.banner_html(random_weights=True, state_reuse=False, model_name="t", note="RANDOM <weights>")
+    assert "RANDOM &lt;weights&gt;" in noted and "State reuse" not in noted
