@@ -5,6 +5,7 @@ earlier turns' state back from the engine (usage.prompt_tokens_details.cached_to
 the thinking in `delta.reasoning_content` and the answer in `delta.content`; a client that disconnects aborts
 its request. With API keys configured every /v1 call needs `Authorization: Bearer <key>` (401 otherwise).
 """
+import asyncio
 import json
 import secrets
 import time
@@ -107,6 +108,17 @@ def _json(data: dict) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
+async def _unless_disconnected(request: Request, work, poll_s: float = 0.5):
+    """Await `work`; cancel it (which aborts its engine request) if the client goes away first."""
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        await asyncio.wait({task}, timeout=poll_s)
+        if not task.done() and await request.is_disconnected():
+            task.cancel()
+            raise APIError(499, "the client closed the connection", code="client_closed_request")
+    return task.result()
+
+
 def create_router(service: OpenAIService) -> APIRouter:
     """The /v1 routes (include it with prefix="/v1")."""
     router = APIRouter()
@@ -141,7 +153,7 @@ def create_router(service: OpenAIService) -> APIRouter:
                                 window=service.window)
             if req.stream:
                 return EventSourceResponse(service.stream(req), ping=15)
-            return JSONResponse(await service.complete(req))
+            return JSONResponse(await _unless_disconnected(request, service.complete(req)))
         except APIError as exc:
             return exc.response()
         except Exception as exc:  # noqa: BLE001 - any other failure is a 500 in OpenAI's shape

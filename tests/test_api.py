@@ -185,6 +185,16 @@ def test_a_disconnected_stream_aborts_its_engine_request(server):
         time.sleep(0.1)
 
 
+def test_a_client_that_gives_up_on_a_non_streamed_reply_aborts_it(server):
+    body = {"model": MODEL, "messages": HELLO, "max_tokens": 3000}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=1.5)
+    deadline = time.time() + 10
+    while running(server) != 0:
+        assert time.time() < deadline, "the engine still runs the request of a client that left"
+        time.sleep(0.1)
+
+
 def test_first_run_writes_the_tiny_model_and_engine_flags_not_built_are_refused(tmp_path):
     target = tmp_path / "models" / "m1-tiny"
     app.ensure_tiny_model(target)
