@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +20,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     """The command line (cheap: nothing heavy is imported before parsing)."""
     ap = argparse.ArgumentParser(description="M1 Studio: chat studio + OpenAI-compatible API for MiniMax-M1.")
     ap.add_argument("--model", default=str(DEFAULT_MODEL),
-                    help="checkpoint directory (default: the tiny random-weights model, written there on first run)")
+                    help="checkpoint directory or hub id (e.g. MiniMaxAI/MiniMax-M1-80k; default: the tiny "
+                         "random-weights model, written there on first run)")
+    ap.add_argument("--model-source", default="auto", choices=["auto", "local", "huggingface", "modelscope"])
     ap.add_argument("--served-model-name", help="model name for API clients (default: the directory's name)")
     ap.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to listen on all interfaces)")
     ap.add_argument("--port", type=int, default=7860)
@@ -33,8 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--root-path", default="", help="URL prefix when served behind a reverse proxy")
     ap.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     engine = ap.add_argument_group("engine")
-    engine.add_argument("--tensor-parallel-size", type=int, default=1)
-    engine.add_argument("--quantization", default=None)
+    engine.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs to split the model over")
+    engine.add_argument("--quantization", default=None, help="experts_int8 (int8 MoE experts), or none")
     engine.add_argument("--max-model-len", type=int, default=None,
                         help="context window in tokens (default: the model's, 65,536 on CPU)")
     engine.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
@@ -47,15 +50,6 @@ def _user_pass(value: str) -> tuple[str, str]:
     if not sep or not user or not password:
         raise argparse.ArgumentTypeError(f"--auth expects USER:PASS, got {value!r}")
     return user, password
-
-
-def check_engine_flags(args: argparse.Namespace) -> None:
-    """Refuse engine features that are not built yet, with a clear message."""
-    if args.tensor_parallel_size != 1:
-        raise NotImplementedError(f"--tensor-parallel-size {args.tensor_parallel_size}: tensor parallelism is not "
-                                  "implemented yet; run with --tensor-parallel-size 1")
-    if args.quantization:
-        raise NotImplementedError(f"--quantization {args.quantization}: quantized serving is not implemented yet")
 
 
 def ensure_tiny_model(path: Path) -> None:
@@ -71,6 +65,31 @@ def ensure_tiny_model(path: Path) -> None:
         os.rename(tmp, path)
     except OSError:  # another process wrote it first
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def resolve_checkpoint(model: str, source: str) -> str:
+    """The local directory for --model: the tiny default (written if missing), a directory, or a hub download."""
+    if Path(model).resolve() == DEFAULT_MODEL:
+        ensure_tiny_model(DEFAULT_MODEL)
+        return str(DEFAULT_MODEL)
+    if Path(model).is_dir():
+        return model
+    from engine.sources import resolve_model
+    return str(resolve_model(model, source=source))
+
+
+def share_link(host: str, port: int, root_path: str, wait_s: float = 2.0) -> None:
+    """--share: open a Gradio share tunnel to this server once it listens, and print its public URL."""
+    import secrets
+
+    from gradio import networking
+    time.sleep(wait_s)
+    local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    try:
+        url = networking.setup_tunnel(local, port, secrets.token_urlsafe(32), None, None)
+        print(f"public share link (72 h): {url}{root_path}/", flush=True)
+    except Exception as exc:  # noqa: BLE001 - the studio keeps serving locally
+        print(f"could not create a share link: {exc}", flush=True)
 
 
 def load_engine(args: argparse.Namespace):
@@ -91,7 +110,8 @@ def load_engine(args: argparse.Namespace):
     start = time.perf_counter()
     dtype = None if args.dtype == "auto" else args.dtype
     llm = LLMEngine(args.model, device=args.device, dtype=dtype, args=EngineArgs(max_model_len=args.max_model_len),
-                    progress=progress)
+                    progress=progress, tensor_parallel_size=args.tensor_parallel_size,
+                    quantization=args.quantization)
     print(f"model loaded in {time.perf_counter() - start:.1f} s on {llm.device} ({str(llm.dtype).split('.')[-1]}), "
           f"context window {llm.max_model_len:,} tokens", flush=True)
     return AsyncEngine(llm)
@@ -101,12 +121,10 @@ def main(argv=None) -> int:
     """Parse flags, load the model, serve until interrupted."""
     args = parse_args(argv)
     try:
-        check_engine_flags(args)
-    except NotImplementedError as exc:
-        print(f"error: NotImplementedError: {exc}", file=sys.stderr)
+        args.model = resolve_checkpoint(args.model, args.model_source)
+    except Exception as exc:  # noqa: BLE001 - a missing path or a failed download ends here, said plainly
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    if Path(args.model).resolve() == DEFAULT_MODEL:
-        ensure_tiny_model(DEFAULT_MODEL)
     import uvicorn
 
     from studio.server import ServerConfig, build_app
@@ -117,7 +135,11 @@ def main(argv=None) -> int:
                           args.max_upload_mb, args.share, args.root_path)
     if config.model["random_weights"]:
         print(f"NOTE: {config.model['note']}", flush=True)
-    engine = load_engine(args)
+    try:
+        engine = load_engine(args)
+    except (ValueError, NotImplementedError, FileNotFoundError, MemoryError) as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     Path(args.data_dir).mkdir(parents=True, exist_ok=True)
     config.uploads_dir.mkdir(parents=True, exist_ok=True)
     store = SessionStore(Path(args.data_dir) / "sessions.db")
@@ -125,11 +147,12 @@ def main(argv=None) -> int:
     url = f"http://{'localhost' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}{args.root_path}"
     print(f"M1 Studio: {url}/   API: {url}/v1   (model name: {config.model_name})", flush=True)
     if args.share:
-        print("note: --share takes effect once the Gradio studio is mounted at /", flush=True)
+        threading.Thread(target=share_link, args=(args.host, args.port, args.root_path), daemon=True).start()
     try:
         uvicorn.run(app, host=args.host, port=args.port, root_path=args.root_path, log_level=args.log_level)
     finally:
         engine.shutdown()
+        engine.engine.close()
         store.close()
     return 0
 

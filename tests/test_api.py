@@ -1,7 +1,6 @@
 """`python app.py` on a loopback port with the tiny model, driven by the real `openai` client: streaming and not,
 reasoning/answer split, usage and cached tokens, stop strings, seeds, error shapes, keys, disconnect → abort."""
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -195,13 +194,12 @@ def test_a_client_that_gives_up_on_a_non_streamed_reply_aborts_it(server):
         time.sleep(0.1)
 
 
-def test_first_run_writes_the_tiny_model_and_engine_flags_not_built_are_refused(tmp_path):
+def test_first_run_writes_the_tiny_model_and_bad_engine_flags_fail_clearly(tmp_path, tiny_official):
     target = tmp_path / "models" / "m1-tiny"
     app.ensure_tiny_model(target)
     assert (target / "config.json").is_file() and not list(target.parent.glob(".m1-tiny-*"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "app.py", "--tensor-parallel-size", "2"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and "NotImplementedError" in done.stderr and "tensor" in done.stderr
+    done = subprocess.run([sys.executable, "app.py", "--model", str(tiny_official), "--quantization", "fp3",
+                           "--data-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "error: ValueError: quantization='fp3' is not supported" in done.stderr
     helped = subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert helped.returncode == 0 and "--max-model-len" in helped.stdout
