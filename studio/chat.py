@@ -167,6 +167,17 @@ class ChatService:
             running.generation.answer_now()
         return running is not None
 
+    def recover_interrupted(self, user_id: int, session_id: str) -> list[int]:
+        """Mark replies left "streaming" by a server that stopped mid-reply as errors (their text so far is kept);
+        returns their ids. Called before each turn; the UI may call it when it opens a session."""
+        live = {r.message_id for r in self.running(session_id)}
+        stale = [m["id"] for m in self.store.all_messages(user_id, session_id)
+                 if m["status"] == "streaming" and m["id"] not in live]
+        for message_id in stale:
+            self.store.update_message(user_id, message_id, status="error",
+                                      stats={"error": "interrupted: the server stopped during this reply"})
+        return stale
+
     def running(self, session_id: str | None = None) -> list[ChatRequest]:
         """Replies being generated now (of one session, or all)."""
         return [r for r in self._running.values() if session_id is None or r.session_id == session_id]
@@ -175,6 +186,7 @@ class ChatService:
     def _settings_for(self, user_id: int, session_id: str, settings: ChatSettings | None) -> ChatSettings:
         if self.running(session_id):
             raise ValueError("a reply is still being generated in this session: stop it or wait for it to finish")
+        self.recover_interrupted(user_id, session_id)
         if settings is None:
             return self.settings(user_id, session_id).check()
         return self.save_settings(user_id, session_id, settings)

@@ -184,9 +184,12 @@ def test_sessions_persist_across_a_restart(chat, engine, tmp_path):
     assert restored.system_prompt == "Be brief." and restored.replay_thinking and restored.thinking_budget == 8
     saved = reopened.store.get_message(uid, first.message_id)
     assert saved["stats"]["completion_tokens"] == first.stats["completion_tokens"] and saved["reasoning"]
+    _, orphan = reopened.store.add_turn(uid, sid, "Asked just before a crash")  # its reply never finished
     second = collect(reopened.send(uid, sid, "Again"))[-1]
+    assert reopened.store.get_message(uid, orphan)["status"] == "error"
     assert second.kind == "done" and second.stats["cached_tokens"] > 0
     replayed = reopened.store.prompt_messages(uid, sid)[2]["content"]
+    assert reopened.recover_interrupted(uid, sid) == []
     assert replayed.startswith("<think>\n" + saved["reasoning"])  # the session replays earlier reasoning
     reopened.store.close()
 
