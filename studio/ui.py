@@ -96,7 +96,7 @@ def build_ui(services) -> gr.Blocks:
             chips = gr.HTML("", elem_id="m1-chips")
             clear_docs = gr.Button("Remove attachments", size="sm", elem_id="m1-clear-docs", scale=0)
         composer = gr.MultimodalTextbox(elem_id="m1-composer", file_types=FILE_TYPES, file_count="multiple",
-                                        placeholder="Message M1… (attach documents with the clip)", show_label=False,
+                                        placeholder="Message M1, or attach documents…", show_label=False,
                                         submit_btn=True, stop_btn=True, autofocus=True, max_lines=12)
         error = gr.HTML("", elem_id="m1-error")
         meter = gr.HTML("", elem_id="m1-meter")

@@ -139,7 +139,7 @@ class SessionHandlers:
             return None
         uid = self.uid(request)
         title = self.store.get_session(uid, sid)["title"]
-        safe = "".join(c if c.isalnum() or c in "-_ " else "_" for c in title).strip() or "chat"
+        safe = "-".join("".join(c if c.isalnum() or c in "-_" else " " for c in title).split()) or "chat"
         path = os.path.join(tempfile.mkdtemp(prefix="m1-export-"), f"{safe}.{'md' if fmt == 'md' else 'json'}")
         with open(path, "w", encoding="utf-8") as file:
             if fmt == "md":

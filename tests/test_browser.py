@@ -189,13 +189,51 @@ def test_stop_really_stops_the_engine(page, server):
     assert running_requests(server) == 0
 
 
+def test_regenerate_and_edit_make_versions_to_navigate(page):
+    page.locator("#m1-new").click()
+    page.wait_for_function("() => !document.querySelector('#m1-chat .message-row')")
+    set_limits(page, max_tokens=48, thinking_budget=16)
+    send(page, "Version me")
+    wait_finished(page)
+    page.wait_for_function("() => document.querySelector('#m1-version').innerText.includes('Reply · version 1 of 1')")
+    page.locator("#m1-regenerate").click()
+    page.wait_for_function("() => document.querySelector('#m1-version').innerText.includes('version 2 of 2')",
+                           timeout=60_000)
+    page.locator("#m1-prev").click()
+    page.wait_for_function("() => document.querySelector('#m1-version').innerText.includes('version 1 of 2')")
+    page.locator("#m1-chat .user-row").first.hover()
+    page.locator("#m1-chat button[aria-label=Edit]").first.click()
+    page.locator("#m1-chat textarea").first.fill("Version me, edited")
+    page.evaluate("window.__m1_turns = 0")
+    page.locator("#m1-chat button[aria-label=Submit]").first.click()
+    page.wait_for_function("() => document.querySelector('#m1-version').innerText.includes('Reply · version 1 of 1')",
+                           timeout=60_000)  # the new reply was saved (before: reply 1 of 2)
+    wait_finished(page)
+    page.locator("#m1-chat .user-row").first.click()
+    page.wait_for_function("() => document.querySelector('#m1-version').innerText.includes('Message · version 2 of 2')")
+    page.locator("#m1-prev").click()
+    page.locator("#m1-chat").get_by_text("Version me", exact=True).wait_for()
+
+
+def test_over_the_window_is_refused_before_sending(page):
+    set_limits(page, max_tokens=80_000, thinking_budget=0)  # more than the tiny model's 65,536-token window
+    page.wait_for_selector("#m1-meter .m1-meter.over")
+    assert "Over the context window by" in page.inner_text("#m1-meter")
+    turns = page.locator("#m1-chat .message-row").count()
+    send(page, "This must not be sent")
+    page.locator("#m1-error").get_by_text("Not sent").wait_for()
+    assert page.locator("#m1-chat .message-row").count() == turns
+    set_limits(page, max_tokens=64, thinking_budget=16)
+    page.wait_for_selector("#m1-meter .m1-meter.ok")
+
+
 def test_reload_finds_the_sessions_in_the_sidebar(page):
     page.reload()
     page.wait_for_selector("#m1-composer textarea")
     sessions = page.locator("#m1-sessions")
     sessions.get_by_text("Hello M1, what is 2+2?").wait_for()
-    assert sessions.get_by_text("Write a very long essay").is_visible()
-    assert page.locator("#m1-chat").get_by_text("Write a very long essay").is_visible()  # reopened where it was
+    assert sessions.get_by_text("Write a very long essay").is_visible() and sessions.get_by_text("Version me").count()
+    page.locator("#m1-chat").get_by_text("Version me").first.wait_for()  # reopened where it was
     sessions.get_by_text("Hello M1, what is 2+2?").click()
     page.locator("#m1-chat").get_by_text("Summarise the report").wait_for()
 
