@@ -23,14 +23,17 @@ DEV = "cuda"
 QUICK = "--quick" in sys.argv
 PREFILL_SHAPES = [(8, 4096), (8, 32768), (8, 131072), (64, 4096), (64, 32768), (64, 131072)]
 DECODE_SHAPES = [(b, h) for h in (8, 64) for b in (1, 8, 64, 256)]
-DEFAULT = "bv64-w8 split"  # chunk_prefill's defaults for bf16, D=128
-TILINGS = {DEFAULT: {}, "bv32-w4 split": dict(block_v=32, num_warps=4),
-           "bv64-w8 split-fp16": dict(operands="split-fp16"), "bv64-w8 fp16": dict(operands="fp16"),
-           "bv32-w4 fp16": dict(block_v=32, num_warps=4, operands="fp16"), "bv64-w8 bf16": dict(operands="bf16"),
-           "bt32-bv64-w4 split": dict(block_t=32, num_warps=4), "bv64-w8-s3 split": dict(num_stages=3),
-           "bv128-w8 fp16": dict(block_v=128, num_warps=8, operands="fp16")}
-DECODE_BV = [16, 32, 64, 128]
-CHUNKS = [512, 1024, 2048]
+DEFAULT = "bv32-w4 fp16"  # chunk_prefill's defaults for bf16, D=128
+TILINGS = {DEFAULT: {}, "bv32-w4 split": dict(operands="split"), "bv32-w4 bf16": dict(operands="bf16"),
+           "bv32-w4 split-fp16": dict(operands="split-fp16"), "bv32-w4 split-state": dict(operands="split-state"),
+           "bv32-w4-s1 fp16": dict(num_stages=1), "bv32-w4-s3 fp16": dict(num_stages=3),
+           "bv16-w4 bf16": dict(block_v=16, operands="bf16"), "bv64-w4 bf16": dict(block_v=64, operands="bf16"),
+           "bv64-w8 bf16": dict(block_v=64, num_warps=8, operands="bf16"),
+           "bt128-bv32-w8 bf16": dict(block_t=128, num_warps=8, operands="bf16")}
+CHUNK_TILINGS = [DEFAULT, "bv32-w4 bf16"]
+DECODE_TILES = [(128, 4), (128, 8), (64, 4), (64, 8), (32, 4)]  # (block_v, num_warps)
+SMALL_D = [16, 32, 64]
+CHUNKS = [1024, 2048, 4096]
 try:
     from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
 except ImportError as e:
@@ -139,8 +142,12 @@ def bench_prefill(copy_bw):
         row = dict(H=H, T=T, floor_ms=floor_ms)
         for name, tune in TILINGS.items():
             timed(row, f"ours {name}", lambda: chunk_prefill(q, k, v, s, **tune))
-        for c in CHUNKS:
-            timed(row, f"ours chunk{c}", lambda: chunk_prefill(q, k, v, s, chunk=c))
+        for name in CHUNK_TILINGS:
+            for c in CHUNKS:
+                timed(row, f"ours {name} chunk{c}", lambda: chunk_prefill(q, k, v, s, chunk=c, **TILINGS[name]))
+        if T == 32768:
+            row["kernel_us"] = {name: kernel_times(lambda: chunk_prefill(q, k, v, s, **TILINGS[name]))
+                                for name in CHUNK_TILINGS + ["bv32-w4 split"]}
         if chunk_simple_gla is not None:
             timed(row, "fla", lambda: fla_prefill(q, k, v, s))
         if T == 4096 and H == 8:
@@ -153,6 +160,44 @@ def bench_prefill(copy_bw):
         del q, k, v
         torch.cuda.empty_cache()
     return rows
+
+
+def kernel_times(fn, reps=5):
+    """Mean µs per call of each CUDA kernel fn launches (torch profiler), to split a prefill into its phases."""
+    try:
+        fn()
+        torch.cuda.synchronize()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(reps):
+                fn()
+            torch.cuda.synchronize()
+        return {e.key[:40]: e.device_time_total / reps for e in prof.key_averages() if e.device_time_total > 0}
+    except Exception as e:  # noqa: BLE001
+        return {"error": repr(e)[:300]}
+
+
+def small_d_errors(res):
+    """Every head dim on the GPU: bf16 and fp32, varlen with initial states, and decode, vs fp64."""
+    for d in SMALL_D:
+        lens = [300, 1, 700]
+        cu = torch.tensor([0] + lens, device=DEV).cumsum(0).to(torch.int32)
+        s = layer_slopes(64, 0, 80)[::16].to(DEV)
+        for dtype in (torch.bfloat16, torch.float32):
+            q, k, v = silu_inputs(int(cu[-1]), 4, d, dtype=dtype)
+            init = torch.randn(len(lens), 4, d, d, device=DEV)
+            ref = [naive.block_form(q[a:b], k[a:b], v[a:b], s, init[n], dtype=torch.float64)
+                   for n, (a, b) in enumerate(zip(cu[:-1].tolist(), cu[1:].tolist()))]
+            ref_o, ref_s = torch.cat([r[0] for r in ref]), torch.stack([r[1] for r in ref])
+            pair = lambda o, st: (rel_err(o, ref_o), rel_err(st, ref_s))  # noqa: E731
+            checked(res, f"ours prefill varlen D={d} {str(dtype)[6:]}",
+                    lambda: pair(*chunk_prefill(q, k, v, s, init, cu)))
+        pool = torch.randn(5, 4, d, d, device=DEV)
+        q, k, v = silu_inputs(3, 4, d)
+        slots = torch.tensor([4, -1, 1], device=DEV)
+        ref_pool = pool.clone()
+        ref_o = naive.decode(q.double(), k.double(), v.double(), s.double(), ref_pool.double(), slots)
+        checked(res, f"ours decode D={d}", lambda: (rel_err(recurrent_decode(q, k, v, s, pool, slots)[[0, 2]],
+                                                            ref_o[[0, 2]]),))
 
 
 def graph_ms(fns):
@@ -179,9 +224,9 @@ def bench_decode(copy_bw):
         row = dict(B=B, H=H, state_MB=state_bytes / 1e6, floor_us=state_bytes / copy_bw * 1e6)
         ours = [lambda p=p: recurrent_decode(q, k, v, s, p, slots) for p in pools]
         timed(row, "ours graph", lambda: graph_ms(ours), rep=None)
-        for bv in DECODE_BV:
-            fns = [lambda p=p: recurrent_decode(q, k, v, s, p, slots, block_v=bv) for p in pools]
-            timed(row, f"ours graph bv{bv}", lambda: graph_ms(fns), rep=None)
+        for bv, nw in DECODE_TILES:
+            fns = [lambda p=p: recurrent_decode(q, k, v, s, p, slots, block_v=bv, num_warps=nw) for p in pools]
+            timed(row, f"ours graph bv{bv}-w{nw}", lambda: graph_ms(fns), rep=None)
         timed(row, "ours eager", ours[0])
         if fused_recurrent_simple_gla is not None:
             fla = [lambda p=p: fused_recurrent_simple_gla(q[:, None], k[:, None], v[:, None], g_gamma=-s, scale=1.0,
@@ -211,6 +256,10 @@ def table(res, prefill, decode, copy_bw):
         line = f"  H={r['H']:>2} T={r['T']:>6}: {dflt / n:.3f}  {t_best / n:.3f} ({best[5:]}, "
         line += f"{r['floor_ms'] / t_best:.0%})  fla {fla / n:.3f}  x{fla / t_best:.2f}"
         print(line + (f"  torch {r['torch block loop'] / n:.1f}" if "torch block loop" in r else ""))
+    for r in prefill:
+        for name, kt in r.get("kernel_us", {}).items():
+            print(f"  H={r['H']} T={r['T']} {name}: " + ", ".join(f"{k} {v:.0f}" if isinstance(v, float) else v
+                                                             for k, v in kt.items()))
     print("decode µs (TB/s of state traffic): ours best graph | ours eager, fla graph | eager, torch eager")
     for r in decode:
         tb = lambda us: r["state_MB"] / us  # noqa: E731
@@ -224,6 +273,7 @@ def main():
     torch.manual_seed(0)
     copy_bw = copy_ceiling()
     res = correctness()
+    small_d_errors(res)
     prefill = bench_prefill(copy_bw)
     decode = bench_decode(copy_bw)
     meta = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,

@@ -20,7 +20,8 @@ from .launch import as_kernel, num_sms
 LOG2E = 1.4426950408889634
 HEAD_DIMS = (16, 32, 64, 128)
 # (Q S, K^T V, P V) operand modes: 0 one bf16 product, 1 bf16 hi + lo (~fp32), 2 one fp16 product (range-scaled)
-OPERANDS = {"split": (1, 1, 1), "split-fp16": (1, 2, 2), "fp16": (2, 2, 2), "bf16": (0, 0, 0)}
+OPERANDS = {"split": (1, 1, 1), "split-fp16": (1, 2, 2), "fp16": (2, 2, 2), "split-state": (1, 1, 0),
+            "bf16": (0, 0, 0)}
 
 
 @triton.jit
@@ -137,12 +138,20 @@ def _scan_kernel(buf, init, final, slopes, chunk_off, cu_seqlens, T, H: tl.const
         state = tl.load(init + o_state)
     else:
         state = tl.full([BK, D], 0.0, tl.float32)
-    for c in range(0, (length + CHUNK - 1) // CHUNK):
-        p_buf = buf + ((base + c) * H + h).to(tl.int64) * D * D + o_tile
-        delta = tl.load(p_buf)
+    n_chunks = (length + CHUNK - 1) // CHUNK
+    p_buf = buf + (base * H + h).to(tl.int64) * D * D + o_tile
+    step = H * D * D
+    # the loop carries only arithmetic: loads run two chunks ahead so each step does not wait a memory round trip
+    ahead = o_tile * 0 + n_chunks  # chunks left, as a tile (a scalar mask trips the interpreter)
+    next0 = tl.load(p_buf, mask=ahead > 0, other=0.0)
+    next1 = tl.load(p_buf + step, mask=ahead > 1, other=0.0)
+    for c in range(0, n_chunks):
+        next2 = tl.load(p_buf + 2 * step, mask=ahead > c + 2, other=0.0)
         tl.store(p_buf, state)
         m = tl.minimum(CHUNK, length - c * CHUNK)
-        state = state * tl.exp2(-slope * m.to(tl.float32)) + delta
+        state = state * tl.exp2(-slope * m.to(tl.float32)) + next0
+        next0, next1 = next1, next2
+        p_buf += step
     tl.store(final + o_state, state)
 
 
@@ -219,7 +228,7 @@ def _check_inputs(q, k, v, slopes, initial_state, cu_seqlens):
 
 
 def chunk_prefill(q, k, v, slopes, initial_state=None, cu_seqlens=None, *, chunk=None, block_t=64, block_v=None,
-                  num_warps=None, num_stages=2, operands="split", delta_block_v=None, delta_warps=None,
+                  num_warps=4, num_stages=2, operands="fp16", delta_block_v=None, delta_warps=None,
                   f32_precision="tf32x3"):
     """Lightning prefill of packed sequences on Triton.
 
@@ -233,9 +242,8 @@ def chunk_prefill(q, k, v, slopes, initial_state=None, cu_seqlens=None, *, chunk
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
     device = q.device
     is_f32 = q.dtype == torch.float32
-    block_v = min(block_v or (32 if is_f32 else 64), D)
+    block_v = min(block_v or 32, D)
     delta_block_v = min(delta_block_v or 128, D)
-    num_warps = num_warps or (8 if block_v * D >= 64 * 128 and not is_f32 else 4)
     delta_warps = delta_warps or (8 if delta_block_v * D >= 128 * 128 else 4)
     n_v = D // block_v
     chunk = chunk or _pick_chunk(T, H, n_v, block_t, device)
