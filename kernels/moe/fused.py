@@ -16,6 +16,7 @@ import triton.language as tl
 from kernels.lightning.launch import as_kernel
 
 GEMV_MAX_SLOTS = 8  # up to batch 4 at top-2: each slot streams its expert's rows once
+PROGRAMS_WANTED = 512  # ~4 per SM of an H100
 
 
 def align(topk_ids: torch.Tensor, num_experts: int, block_m: int):
@@ -108,20 +109,21 @@ def _expert_gemm(a, w, scale, weights, ids, route, top_k, a_per_token, mul_weigh
     scale = scale if has_scale else c
     common = dict(TOP_K=top_k, A_PER_TOKEN=a_per_token, HAS_SCALE=has_scale, MUL_WEIGHT=mul_weight)
     if route is None:
-        BLOCK_N, BLOCK_K = 64, 128
+        # enough programs to keep every SM streaming: narrow row tiles when there are few output rows (high TP)
+        BLOCK_N, BLOCK_K = (16, 512) if num_slots * N < 64 * PROGRAMS_WANTED else (64, 128)
         grid = (num_slots, triton.cdiv(N, BLOCK_N))
         as_kernel(_slot_gemv, a.device)[grid](a, w, c, scale, weights, ids, N, K, a.stride(0), w.stride(0),
                                               w.stride(1), c.stride(0), scale.stride(0), BLOCK_N=BLOCK_N,
                                               BLOCK_K=BLOCK_K, **common)
         return c
     sorted_ids, block_expert, used, block_m = route
-    BLOCK_N, BLOCK_K = 64, 64
+    BLOCK_N, BLOCK_K, warps = (64, 64, 4) if block_m <= 16 else (128, 64, 8)
     grid = (block_expert.numel(), triton.cdiv(N, BLOCK_N))
     as_kernel(_grouped_gemm, a.device)[grid](a, w, c, scale, weights, sorted_ids, block_expert, used, N, K,
                                              num_slots, a.stride(0), w.stride(0), w.stride(1), c.stride(0),
                                              scale.stride(0), IS_FP32=a.dtype == torch.float32,
                                              INTERP=a.device.type == "cpu", BLOCK_M=block_m,
-                                             BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, **common)
+                                             BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=warps, **common)
     return c
 
 
