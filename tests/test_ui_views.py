@@ -3,7 +3,7 @@
     .venv/bin/python -m pytest -q tests/test_ui_views.py
 """
 import re
-from types import SimpleNamespace as Event
+from types import SimpleNamespace
 
 import pytest
 
@@ -71,17 +71,17 @@ def test_transcript_keeps_only_the_last_messages():
 def test_live_reply_streams_thinking_then_collapses():
     now = [100.0]
     live = views.LiveReply(lambda: now[0])
-    live.feed(Event(kind="prefill", done=512, total=2048, eta_s=3.0))
+    live.feed(SimpleNamespace(kind="prefill", done=512, total=2048, eta_s=3.0))
     assert live.progress == (512, 2048, 3.0) and live.rows() == [{"role": "assistant", "content": "…"}]
-    live.feed(Event(kind="reasoning", text="Let me think"))
+    live.feed(SimpleNamespace(kind="reasoning", text="Let me think"))
     now[0] = 104.0
-    live.feed(Event(kind="reasoning", text=" more"))
+    live.feed(SimpleNamespace(kind="reasoning", text=" more"))
     (panel,) = live.rows()
     assert live.progress is None and panel["metadata"]["status"] == "pending"
     assert panel["content"] == "Let me think more" and "2 tokens" in panel["metadata"]["log"]
-    live.feed(Event(kind="answer", text="42"))
+    live.feed(SimpleNamespace(kind="answer", text="42"))
     assert live.rows()[0]["metadata"]["status"] == "done" and live.rows()[1]["content"] == "42"
-    live.feed(Event(kind="done", status="done", text="", message_id=7,
+    live.feed(SimpleNamespace(kind="done", status="done", text="", message_id=7,
                     stats={"ttft": 0.5, "tokens_per_s": 9.0, "cached_tokens": 0, "reasoning_tokens": 2,
                            "thinking_seconds": 4.0}))
     rows = live.rows()
@@ -92,7 +92,7 @@ def test_live_reply_streams_thinking_then_collapses():
 
 def test_live_reply_error_is_shown():
     live = views.LiveReply(lambda: 0.0)
-    live.feed(Event(kind="error", text="This turn does not fit", status="refused", stats=None))
+    live.feed(SimpleNamespace(kind="error", text="This turn does not fit", status="refused", stats=None))
     assert live.finished and live.rows()[-1]["content"] == "⚠ This turn does not fit"
 
 
@@ -142,3 +142,12 @@ def test_session_lists_and_version_label():
     assert "random" in banner and "State reuse is on" in banner
     noted = views.banner_html(random_weights=True, state_reuse=False, model_name="t", note="RANDOM <weights>")
     assert "RANDOM &lt;weights&gt;" in noted and "State reuse" not in noted
+
+
+def test_share_url_follows_the_proxy_and_root_path():
+    from studio.ui_session import share_url
+    direct = SimpleNamespace(headers={"host": "127.0.0.1:7860"})
+    assert share_url(direct, "", "tok") == "http://127.0.0.1:7860/share/tok"
+    proxied = SimpleNamespace(headers={"Host": "upstream", "X-Forwarded-Host": "chat.example.com",
+                                       "X-Forwarded-Proto": "https"})
+    assert share_url(proxied, "/studio/", "tok") == "https://chat.example.com/studio/share/tok"
