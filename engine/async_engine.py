@@ -30,13 +30,13 @@ class AsyncEngine:
         self._thread.start()
 
     async def stream(self, prompt_token_ids: list[int], params: SamplingParams | None = None,
-                     request_id: str | None = None, keep_at: list[int] = ()):
+                     request_id: str | None = None, keep_at: list[int] = (), **options):
         """Yield RequestUpdates until the request finishes; closing the generator early aborts the request.
-        `keep_at`: prompt positions whose model state to keep for later turns (see LLMEngine.add_request)."""
+        `keep_at` and `options` (starts_in_reasoning, thinking_budget): see LLMEngine.add_request."""
         request_id = request_id or uuid.uuid4().hex
         updates: asyncio.Queue = asyncio.Queue()
         self._streams[request_id] = (asyncio.get_running_loop(), updates)
-        self._send("add", request_id, list(prompt_token_ids), params or SamplingParams(), list(keep_at))
+        self._send("add", request_id, list(prompt_token_ids), params or SamplingParams(), list(keep_at), options)
         finished = False
         try:
             while not finished:
@@ -80,9 +80,9 @@ class AsyncEngine:
     def _run_command(self, command) -> None:
         kind, *args = command
         if kind == "add":
-            request_id, ids, params, keep_at = args
+            request_id, ids, params, keep_at, options = args
             try:
-                self.engine.add_request(ids, params, request_id, keep_at)
+                self.engine.add_request(ids, params, request_id, keep_at, **options)
             except Exception as e:  # bad input ends this request only
                 self._publish(RequestUpdate(request_id, finished=True, finish_reason="error", error=str(e)))
         elif kind == "abort":

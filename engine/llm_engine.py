@@ -17,7 +17,7 @@ from .memory_plan import plan_memory
 from .outputs import RequestUpdate
 from .parallel import ParallelRunner, WorkerPool
 from .quant import check_quantization, stored_quantization
-from .reasoning import ReasoningSplitter
+from .request import Request
 from .runner import StepItem
 from .sampling import SamplingParams, make_generator, sample
 from .scheduler import LENGTH_EXCEEDED, Scheduler
@@ -57,24 +57,6 @@ def resolve_dtype(dtype, device: torch.device, cfg: ModelConfig) -> torch.dtype:
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)} or a torch.dtype, got {dtype!r}")
     return DTYPES[dtype]
-
-
-@dataclass
-class _Request:
-    seq: Sequence
-    params: SamplingParams
-    generator: torch.Generator | None
-    decoder: object
-    splitter: ReasoningSplitter
-    arrival: float
-    keep_points: list[int]
-    text: str = ""
-    sent: int = 0
-    first_token_time: float | None = None
-    cached_tokens: int = 0
-    reasoning_tokens: int = 0
-    num_tokens: int = 0
-    stop_hit: bool = False
 
 
 class LLMEngine:
@@ -126,7 +108,8 @@ class LLMEngine:
                                    restore=self.keeper.restorable if self.keeper else None,
                                    on_release=self._on_release,
                                    reclaim=self.keeper.reclaim if self.keeper else None)
-        self.requests: dict[str, _Request] = {}
+        self.requests: dict[str, Request] = {}
+        self.close_think_ids = self.tokenizer.encode("\n</think>\n")
 
     def close(self) -> None:
         """Stop the tensor-parallel worker processes (nothing to do at size 1)."""
@@ -148,7 +131,11 @@ class LLMEngine:
 
     # --- requests ---------------------------------------------------------------------------------------------
     def add_request(self, prompt_token_ids: list[int], params: SamplingParams | None = None,
-                    request_id: str | None = None, keep_at: list[int] = ()) -> str:
+                    request_id: str | None = None, keep_at: list[int] = (), *, starts_in_reasoning: bool = False,
+                    thinking_budget: int | None = None) -> str:
+        """Queue a request. `keep_at`: prompt positions whose state later turns will restore (the prompt minus
+        its last token is always kept). `starts_in_reasoning`: the prompt opened the think block. When
+        `thinking_budget` reasoning tokens are out, the engine writes the block's close itself and the answer follows."""
         params = params or SamplingParams()
         n = len(prompt_token_ids)
         if n == 0:
@@ -160,15 +147,17 @@ class LLMEngine:
         if lo < 0 or hi >= self.config.vocab_size:
             bad = lo if lo < 0 else hi
             raise ValueError(f"token id {bad} is outside the model's vocabulary [0, {self.config.vocab_size})")
+        if thinking_budget is not None and thinking_budget < 0:
+            raise ValueError(f"thinking_budget must be >= 0, got {thinking_budget}")
         request_id = request_id or uuid.uuid4().hex
         limit = self.max_model_len - n
         if params.max_tokens > limit:
             params = SamplingParams(**{**vars(params), "max_tokens": limit})
         seq = Sequence(request_id, list(prompt_token_ids), params)
         keep_points = sorted({k for k in (*keep_at, n - 1) if 0 < k < n})
-        self.requests[request_id] = _Request(seq, params, make_generator(params, self.device),
-                                             self.tokenizer.stream(), ReasoningSplitter(), time.perf_counter(),
-                                             keep_points)
+        self.requests[request_id] = Request(seq, params, make_generator(params, self.device), self.tokenizer.stream(),
+                                            self.tokenizer.eos_token_ids, keep_points, starts_in_reasoning,
+                                            thinking_budget, self.close_think_ids)
         self.scheduler.add(seq)
         return request_id
 
@@ -182,11 +171,13 @@ class LLMEngine:
     def force_tokens(self, request_id: str, token_ids: list[int]) -> None:
         """Append tokens to a running generation as if sampled (e.g. `</think>` to end the reasoning now)."""
         req = self.requests.get(request_id)
-        if req is None or req.seq.is_finished:
-            return
+        if req is not None and not req.seq.is_finished:
+            self._append_forced(req, token_ids)
+
+    def _append_forced(self, req: Request, token_ids: list[int]) -> None:
         for t in token_ids:
             req.seq.append_token(t)
-            self._emit_token(req, t)
+            req.push(t)
 
     @property
     def has_unfinished(self) -> bool:
@@ -196,7 +187,7 @@ class LLMEngine:
     @torch.inference_mode()
     def step(self) -> list[RequestUpdate]:
         out = self.scheduler.schedule()
-        updates = [self._finish_update(self.requests.pop(s.request_id), s) for s in out.finished
+        updates = [self._finish_update(self.requests.pop(s.request_id)) for s in out.finished
                    if s.request_id in self.requests]
         if out.is_empty:
             return updates
@@ -226,86 +217,58 @@ class LLMEngine:
         return updates
 
     def _forward(self, scheduled: list[tuple[Sequence, int]]) -> torch.Tensor:
-        """Run the step; where a chunk crosses a keep point, run it in two parts and keep the state in between.
+        """Run the step; where a chunk crosses keep points, run it in parts and keep the state at each point.
 
         Keep points are prompt positions whose state follow-up turns will restore: by default the prompt minus its
         last token (regenerate; a restore must leave one token to run), plus any the caller named (e.g. the end of
-        the chat template's generation prompt, before a forced `<think>`)."""
-        items, tails = [], []
-        for i, (seq, n) in enumerate(scheduled):
-            item = self._item(seq, n)
+        the chat template's generation prompt, before a forced `<think>`). Returns each item's last-token logits."""
+        parts = []
+        for seq, n in scheduled:
             start = seq.num_computed_tokens
             points = [k for k in self.requests[seq.request_id].keep_points if start <= k < start + n] \
                 if self.keeper else []
             if points and points[0] == start:
                 self.keeper.keep(seq, start)
-                points = points[1:]
-            if points:
-                cut = points[0] - start
-                tails.append((i, seq, StepItem(item.new_tokens[cut:], start + cut, seq.state_slot, seq.block_table)))
-                item.new_tokens = item.new_tokens[:cut]
-            items.append(item)
-        logits = self.runner.run(items)
-        if tails:
-            for _, seq, tail in tails:
-                self.keeper.keep(seq, tail.past_len)
-            logits[[i for i, _, _ in tails]] = self.runner.run([tail for _, _, tail in tails])
+            bounds = [start] + [k for k in points if k > start] + [start + n]
+            parts.append(list(zip(bounds, bounds[1:])))
+        logits = None
+        for r in range(max(len(p) for p in parts)):
+            idx = [i for i, p in enumerate(parts) if len(p) > r]
+            for i in idx if r else ():
+                self.keeper.keep(scheduled[i][0], parts[i][r][0])
+            items = [StepItem(s.token_ids[a:b], a, s.state_slot, s.block_table)
+                     for s, (a, b) in ((scheduled[i][0], parts[i][r]) for i in idx)]
+            out = self.runner.run(items)
+            if logits is None:
+                logits = out
+            else:
+                logits[idx] = out
         return logits
-
-    def _item(self, seq: Sequence, n: int) -> StepItem:
-        start = seq.num_computed_tokens  # a sequence starting at 0 gets a cleared state slot from the runner
-        return StepItem(seq.token_ids[start:start + n], start, seq.state_slot, seq.block_table)
 
     def _on_release(self, seq: Sequence) -> None:
         if self.keeper and seq.num_computed_tokens > 0:
             self.keeper.keep(seq, seq.num_computed_tokens, on_device=seq.status is not SequenceStatus.WAITING)
 
-    def _emit_token(self, req: _Request, token: int) -> None:
-        if req.first_token_time is None:
-            req.first_token_time = time.perf_counter()
-            req.cached_tokens = req.seq.num_cached_tokens
-        req.num_tokens += 1
-        piece = "" if token in self.tokenizer.eos_token_ids and not req.params.ignore_eos else req.decoder.push(token)
-        req.splitter.feed(piece)
-        if req.splitter.in_reasoning:  # the think block comes first: every token so far belongs to it
-            req.reasoning_tokens = req.num_tokens
-        req.text += piece
-        for stop in req.params.stop:
-            at = req.text.find(stop, max(0, req.sent - len(stop)))
-            if at != -1:
-                req.text, req.stop_hit = req.text[:at], True
-
-    def _token_update(self, req: _Request, token: int, finished: bool) -> RequestUpdate:
-        self._emit_token(req, token)
+    def _token_update(self, req: Request, token: int, finished: bool) -> RequestUpdate:
+        forced = req.push(token)
+        if forced and not finished:
+            self._append_forced(req, forced)
         rid = req.seq.request_id
         if req.stop_hit and not finished:
             self.scheduler.abort(rid)
             finished = True
         if finished:
-            return self._finish_update(self.requests.pop(rid), req.seq, [token])
-        hold = max((len(s) - 1 for s in req.params.stop), default=0)
-        upto = max(req.sent, len(req.text) - hold)
-        delta, req.sent = req.text[req.sent:upto], upto
-        return RequestUpdate(rid, [token], delta, req.seq.num_prompt_tokens, req.seq.num_prompt_tokens)
+            return self._finish_update(self.requests.pop(rid), [token])
+        update = req.delta()
+        update.token_ids = [token]
+        return update
 
-    def _finish_update(self, req: _Request, seq: Sequence, tokens=()) -> RequestUpdate:
-        if not req.stop_hit:
-            req.text += req.decoder.flush()
-        delta = req.text[req.sent:]
-        now = time.perf_counter()
-        first = req.first_token_time or now
-        n_out = seq.num_completion_tokens
-        stats = {"ttft": first - req.arrival, "seconds": now - req.arrival,
-                 "tokens_per_s": (n_out - 1) / (now - first) if n_out > 1 and now > first else 0.0,
-                 "prompt_tokens": seq.num_prompt_tokens, "cached_tokens": req.cached_tokens,
-                 "completion_tokens": n_out, "reasoning_tokens": req.reasoning_tokens}
-        reason = "stop" if req.stop_hit else seq.finish_reason
-        error = None
-        if reason == LENGTH_EXCEEDED:
+    def _finish_update(self, req: Request, tokens=()) -> RequestUpdate:
+        seq, error = req.seq, None
+        if seq.finish_reason == LENGTH_EXCEEDED:
             error = f"the request needs {seq.num_tokens} tokens of KV cache; the cache holds " \
                     f"{self.cache_manager.num_blocks * BLOCK_SIZE}"
-        return RequestUpdate(seq.request_id, list(tokens), delta, seq.num_prompt_tokens, seq.num_prompt_tokens,
-                             True, reason, stats, error)
+        return req.finish(tokens, error)
 
     def state_stats(self) -> dict:
         return self.keeper.index.stats() if self.keeper else {}

@@ -1,8 +1,8 @@
 """One request on the engine as a stream of `ChatEvent`s: prefill progress, reasoning/answer deltas, final stats.
 
 Shared by the chat service and the OpenAI API. It splits M1's `<think>` block from the answer as it streams,
-applies the thinking budget and "answer now" (both append the close of the think block as if the model wrote
-it: `AsyncEngine.force_tokens`) and stops on request (`stop()`, thread-safe) with what was shown so far kept.
+applies "answer now" (appends the close of the think block as if the model wrote it: `AsyncEngine.force_tokens`;
+the thinking budget is passed to the engine, which closes the block at exactly that many tokens) and stops on request (`stop()`, thread-safe) with what was shown so far kept.
 
     generation = Generation(async_engine, prompt_ids, params, starts_in_reasoning=True, thinking_budget=512)
     async for event in generation.events():     # kinds: prefill, reasoning, answer, then done or error
@@ -58,6 +58,7 @@ class Generation:
         self.thinking_budget = thinking_budget
         self.lstrip_answer = lstrip_answer
         self.request_id = request_id or uuid.uuid4().hex
+        self.starts_in_reasoning = starts_in_reasoning
         self.splitter = ReasoningSplitter(starts_in_reasoning)
         self.close_ids = async_engine.tokenizer.encode(THINK_CLOSE)
         self.completion_tokens = self.reasoning_tokens = 0
@@ -107,7 +108,8 @@ class Generation:
         if self._stop_requested:
             self._stop_event.set()
         self._started = time.perf_counter()
-        stream = self.engine.stream(self.prompt_ids, self.params, self.request_id, self.keep_at)
+        stream = self.engine.stream(self.prompt_ids, self.params, self.request_id, self.keep_at,
+                                    starts_in_reasoning=self.starts_in_reasoning, thinking_budget=self.thinking_budget)
         stop_wait = asyncio.ensure_future(self._stop_event.wait())
         next_update = None
         try:
@@ -156,12 +158,17 @@ class Generation:
             if self._prefill_start is not None:
                 events.append(ChatEvent("prefill", done=update.prefill_total, total=update.prefill_total, eta_s=0.0))
         self.completion_tokens += len(update.token_ids)
+        was_reasoning = self.splitter.in_reasoning
         events += self._split(self.splitter.feed(update.text))
         if self.splitter.in_reasoning:
             self.reasoning_tokens = self.completion_tokens
             self._maybe_close_thinking(update.request_id)
-        elif self._reasoning_end is None and self.reasoning_tokens:
+        elif was_reasoning and self._reasoning_end is None:  # this update closed the think block: its tokens count
             self._reasoning_end = time.perf_counter()
+            self.reasoning_tokens = self.completion_tokens
+            budget = self.thinking_budget
+            if self.forced_close is None and budget is not None and self.completion_tokens >= budget:
+                self.forced_close = "budget"  # closed by the engine at the budget
         return events
 
     def _maybe_close_thinking(self, request_id: str) -> None:
@@ -169,9 +176,6 @@ class Generation:
             return
         if self.answer_now_requested:
             self.forced_close = "answer_now"
-        elif self.thinking_budget is not None and self.reasoning_tokens >= self.thinking_budget:
-            self.forced_close = "budget"
-        if self.forced_close:
             self.engine.force_tokens(request_id, self.close_ids)
 
     def _split(self, pieces) -> list[ChatEvent]:

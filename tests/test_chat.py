@@ -91,7 +91,7 @@ def test_thinking_budget_closes_the_think_block(chat):
     uid, sid = new_session(chat)
     events = collect(chat.send(uid, sid, "Think briefly.", settings=settings(thinking_budget=4, max_tokens=40)))
     stats = events[-1].stats
-    assert stats["forced_close"] == "budget" and 4 <= stats["reasoning_tokens"] <= 9, stats  # within a few steps
+    assert stats["forced_close"] == "budget" and stats["reasoning_tokens"] == 4, stats  # the engine closes at the budget
     assert texts(events, "answer") and stats["answer_tokens"] > 0 and stats["thinking_seconds"] > 0
     saved = chat.store.get_message(uid, events[-1].message_id)
     assert "</think>" not in saved["reasoning"] + saved["content"]

@@ -229,3 +229,30 @@ def test_keep_point_before_a_forced_think_serves_the_next_turn(tiny_official):
     follow = tok.encode_chat(msgs + [{"role": "assistant", "content": "An answer."}, {"role": "user", "content": "And?"}])
     _, final = run(engine, follow + think)
     assert final.stats["cached_tokens"] == len(gen_prompt)
+
+
+def test_thinking_budget_is_closed_by_the_engine_at_exactly_the_budget(tiny_official):
+    engine = make_engine(tiny_official)
+    tok = engine.tokenizer
+    prompt = tok.encode_chat([{"role": "user", "content": "Think."}]) + tok.encode("<think>\n")
+    engine.add_request(prompt, SamplingParams(temperature=0, max_tokens=30, ignore_eos=True),
+                       starts_in_reasoning=True, thinking_budget=6)
+    text, sampled, final = "", [], None
+    while final is None:
+        for u in engine.step():
+            text += u.text
+            sampled += u.token_ids
+            final = u if u.finished else None
+    reasoning, answer = text.split("\n</think>\n")
+    assert reasoning == tok.decode(sampled[:6]) and answer == tok.decode(sampled[6:])
+    assert final.stats["completion_tokens"] == 30 and final.stats["reasoning_tokens"] >= 6
+
+
+def test_several_keep_points_in_one_chunk_are_all_kept(tiny_official):
+    engine = make_engine(tiny_official)
+    prompt = list(range(10, 400))
+    engine.add_request(prompt, GREEDY, keep_at=[100, 250])
+    while engine.has_unfinished:
+        engine.step()
+    kept = sorted(e.num_tokens for e in engine.keeper.index.entries.values())
+    assert {100, 250, 389} <= set(kept), kept
