@@ -3,11 +3,14 @@ greedy generation and state reuse through the engine; all-reduces per layer; eac
 
 One TP=2 engine is alive at a time (one process group per process); `tp` swaps it when a test asks for another.
 """
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors import safe_open
 
 from engine import LLM, SamplingParams
+from engine.tiny import write_checkpoint
 from engine.weights import checkpoint_files
 
 GREEDY = SamplingParams(temperature=0, max_tokens=10, ignore_eos=True)
@@ -18,17 +21,17 @@ def rel(a, b):
 
 
 class TPEngines:
-    """Keeps at most one TP engine alive: asking for another closes the previous one."""
+    """Keeps at most one TP engine alive: asking for another closes the previous one. Snapshots may go to disk."""
 
-    def __init__(self):
-        self.key, self.llm = None, None
+    def __init__(self, disk_dir):
+        self.key, self.llm, self.disk_dir = None, None, str(disk_dir)
 
-    def get(self, path, **kw) -> LLM:
-        key = (str(path), tuple(sorted(kw.items())))
-        if key != self.key:
+    def get(self, path) -> LLM:
+        if str(path) != self.key:
             self.close()
-            self.llm = LLM(str(path), device="cpu", dtype="float32", tensor_parallel_size=2, max_model_len=4096, **kw)
-            self.key = key
+            self.llm = LLM(str(path), device="cpu", dtype="float32", tensor_parallel_size=2, max_model_len=4096,
+                           disk_state_bytes=1 << 30, disk_state_dir=self.disk_dir)
+            self.key = str(path)
         return self.llm
 
     def close(self):
@@ -38,8 +41,8 @@ class TPEngines:
 
 
 @pytest.fixture(scope="module")
-def tp():
-    engines = TPEngines()
+def tp(tmp_path_factory):
+    engines = TPEngines(tmp_path_factory.mktemp("tp_states"))
     yield engines
     engines.close()
 
@@ -109,11 +112,43 @@ def test_state_reuse_under_tp(tp, tiny_official, tiny_llm):
     assert {e.tier for e in engine.keeper.index.entries.values()} == {"host"}
     third = llm.generate(prompt_token_ids=prompt, sampling_params=GREEDY)[0]
     assert third.outputs[0].token_ids == want and third.metrics["cached_tokens"] == len(prompt) - 1
+    while engine.keeper.index.demote_lru("device") or engine.keeper.index.demote_lru("host"):
+        pass
+    assert {e.tier for e in engine.keeper.index.entries.values()} == {"disk"}
+    assert len(list(Path(tp.disk_dir).glob("snap-*.rank1.pt"))) == len(engine.keeper.index.entries)
+    fourth = llm.generate(prompt_token_ids=prompt, sampling_params=GREEDY)[0]
+    assert fourth.outputs[0].token_ids == want and fourth.metrics["cached_tokens"] == len(prompt) - 1
 
 
 def test_tp2_logits_equal_tp1_hf_layout(tp, tiny_hf, tiny_llm):
     prompt = ids(300, seed=3)
     assert rel(tp.get(tiny_hf).logits(prompt), tiny_llm.logits(prompt)) <= 1e-5
+
+
+def test_fewer_kv_heads_than_ranks_replicates_them(tp, tmp_path_factory):
+    path = write_checkpoint(tmp_path_factory.mktemp("mqa"), seed=5, overrides=dict(num_attention_heads=4,
+                                                                                   num_key_value_heads=1))
+    single = LLM(str(path), device="cpu", dtype="float32")
+    llm = tp.get(path)
+    attn = llm.model.model.layers[3].self_attn
+    assert attn.num_heads == 2 and attn.num_kv_heads == 1  # each rank: 2 of 4 q heads, the one kv head
+    k_reads = [s["read"]["model.layers.3.self_attn.k_proj.weight"] for s in llm.engine.workers.load_stats]
+    assert k_reads == [32 * 128 * 2] * 2  # the whole [32, 128] bf16 k_proj on both ranks
+    prompt = ids(300, seed=4)
+    assert rel(llm.logits(prompt), single.logits(prompt)) <= 1e-5
+
+
+def test_vocab_shard_pads_the_last_rank():
+    from engine.layers.embed_head import VocabParallelEmbedding
+    from engine.layers.param import Source
+    from engine.parallel import TPGroup
+    full = torch.arange(30.0).view(10, 3)
+    shards = [VocabParallelEmbedding(10, 3, TPGroup(r, 3), torch.float32) for r in range(3)]
+    for shard in shards:
+        shard.weight.weight_loader(shard.weight, Source("emb", "f", (10, 3), full))
+        assert shard.weight.loaded_numel == shard.weight.numel() == 12
+    assert torch.equal(shards[2].weight[:2], full[8:]) and not shards[2].weight[2:].any()
+    assert torch.equal(torch.cat([s.weight for s in shards])[:10], full)
 
 
 def test_tp_size_that_does_not_divide_the_heads_is_refused(tiny_official):
