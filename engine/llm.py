@@ -31,8 +31,10 @@ class LLM:
 
     def __init__(self, model: str, *, device=None, dtype=None, tensor_parallel_size: int = 1, quantization=None,
                  max_model_len: int | None = None, progress=None, source: str = "auto", **engine_args):
-        from .sources import resolve_model
+        from .sources import load_progress, resolve_model
         model = str(resolve_model(model, source=source))
+        if progress is True:  # a tqdm bar over the checkpoint's tensors
+            progress = load_progress()
         self.engine = LLMEngine(model, device=device, dtype=dtype, progress=progress,
                                 tensor_parallel_size=tensor_parallel_size, quantization=quantization,
                                 args=EngineArgs(max_model_len=max_model_len, **engine_args))

@@ -13,6 +13,7 @@ from .linear import ColumnParallelLinear, RowParallelLinear
 from .rotary import PartialRotary
 
 QUERY_ROWS_PER_CALL = 4096  # bounds the [rows, context] mask of a long chunk against a long history
+MAX_SCORES_PER_CALL = 1 << 30  # SDPA with a mask and GQA may take the math path, which materialises [H, rows, ctx]
 
 
 def kv_heads_of_rank(num_heads: int, num_kv_heads: int, tp: TPGroup) -> tuple[int, int]:
@@ -64,8 +65,9 @@ class SoftmaxAttention(nn.Module):
         n, ctx_len = q.shape[0], k.shape[0]
         k, v = k.transpose(0, 1).to(q.dtype), v.transpose(0, 1).to(q.dtype)
         out = torch.empty_like(q)
-        for start in range(0, n, QUERY_ROWS_PER_CALL):
-            stop = min(n, start + QUERY_ROWS_PER_CALL)
+        rows = max(16, min(QUERY_ROWS_PER_CALL, MAX_SCORES_PER_CALL // (self.num_heads * ctx_len)))
+        for start in range(0, n, rows):
+            stop = min(n, start + rows)
             qpos = torch.arange(ctx_len - n + start, ctx_len - n + stop, device=q.device)
             mask = torch.arange(ctx_len, device=q.device)[None, :] <= qpos[:, None]
             o = F.scaled_dot_product_attention(q[start:stop].transpose(0, 1), k, v, attn_mask=mask,
