@@ -55,20 +55,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def init_group(rank: int, size: int, init_method: str, device_type: str) -> TPGroup:
+def rank_device(device, rank: int) -> torch.device:
+    """Rank r's device: the r-th GPU after the one rank 0 uses (CPU stays CPU)."""
+    device = torch.device(device)
+    return torch.device("cuda", (device.index or 0) + rank) if device.type == "cuda" else device
+
+
+def init_group(rank: int, size: int, init_method: str, device) -> TPGroup:
     """Join the default process group (NCCL for CUDA, gloo otherwise) and return this rank's TPGroup."""
-    if device_type == "cuda":
-        torch.cuda.set_device(rank)
-    backend = "nccl" if device_type == "cuda" else "gloo"
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(rank_device(device, rank))
+    backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=size, timeout=TIMEOUT)
     return TPGroup(rank, size)
 
 
-def _worker_main(rank: int, size: int, init_method: str, device_type: str, conn) -> None:
-    if device_type == "cpu":
+def _worker_main(rank: int, size: int, init_method: str, device: str, conn) -> None:
+    if torch.device(device).type == "cpu":
         torch.set_num_threads(1)
     from .worker import RankWorker
-    tp = init_group(rank, size, init_method, device_type)
+    tp = init_group(rank, size, init_method, device)
     worker = None
     try:
         while True:
@@ -97,21 +104,23 @@ class WorkerPool:
     def __init__(self, spec, size: int, progress=None):
         from .worker import RankWorker
         self.size, self.conns, self.procs = size, [], []
-        device_type = torch.device(spec.device).type
+        device = torch.device(spec.device)
         if size > 1:
             if dist.is_initialized():
                 raise RuntimeError("a tensor-parallel engine is already running in this process; close() it first")
-            if device_type == "cuda" and torch.cuda.device_count() < size:
-                raise ValueError(f"tensor_parallel_size={size} needs {size} GPUs; {torch.cuda.device_count()} visible")
+            last = rank_device(device, size - 1)
+            if device.type == "cuda" and torch.cuda.device_count() <= last.index:
+                raise ValueError(f"tensor_parallel_size={size} from {device} needs GPUs up to {last}; "
+                                 f"{torch.cuda.device_count()} visible")
             init_method = f"tcp://127.0.0.1:{free_port()}"
             ctx = mp.get_context("spawn")
             for rank in range(1, size):
                 parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_worker_main, args=(rank, size, init_method, device_type, child), daemon=True)
+                proc = ctx.Process(target=_worker_main, args=(rank, size, init_method, spec.device, child), daemon=True)
                 proc.start()
                 self.conns.append(parent)
                 self.procs.append(proc)
-            self.tp = init_group(0, size, init_method, device_type)
+            self.tp = init_group(0, size, init_method, device)
         else:
             self.tp = TPGroup()
         try:

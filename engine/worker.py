@@ -15,7 +15,7 @@ from .cache import ModelCache
 from .config import ModelConfig
 from .layers.attention import kv_heads_of_rank
 from .model import MiniMaxM1
-from .parallel import TPGroup
+from .parallel import TPGroup, rank_device
 from .quant import check_quantization, stored_quantization
 from .runner import ModelRunner
 from .snapshots import DeviceSnap, HostSnap
@@ -50,8 +50,7 @@ def local_config(cfg: ModelConfig, tp: TPGroup) -> ModelConfig:
 class RankWorker:
     def __init__(self, spec: ShardSpec, tp: TPGroup, progress=None):
         self.spec, self.tp = spec, tp
-        self.device = torch.device(spec.device) if tp.rank == 0 or torch.device(spec.device).type != "cuda" \
-            else torch.device("cuda", tp.rank)
+        self.device = rank_device(spec.device, tp.rank)
         self.config = ModelConfig.from_dir(spec.model_dir)
         self.quantization = check_quantization(spec.quantization, stored_quantization(self.config.raw))
         t0 = time.perf_counter()

@@ -73,4 +73,4 @@ class VllmBackend(Backend):
                         sent, done = len(ids), out.finished
             finally:
                 if not done:
-                    self.engine.abort_request(request_id)
+                    self.engine.abort_request([request_id])
