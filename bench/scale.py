@@ -83,9 +83,10 @@ def sync():
         dist.barrier()
 
 
-def timed(fn, reps: int) -> float:
-    """Median seconds of fn() over `reps` runs (after one warm-up)."""
-    fn()
+def timed(fn, reps: int, warmup: bool = True) -> float:
+    """Median seconds of fn() over `reps` runs (after one warm-up unless told not to)."""
+    if warmup:
+        fn()
     times = []
     for _ in range(reps):
         sync()
@@ -148,14 +149,22 @@ def bench_allreduce(tp: int) -> float | None:
     return timed(lambda: [dist.all_reduce(x) for _ in range(100)], 5) / 100 * 1e6
 
 
-def run_prefill(runner, cache, length: int, chunk: int) -> float:
+def run_prefill(runner, cache, length: int, chunk: int, verbose: bool) -> float:
+    """Seconds for a `length`-token prompt in `chunk`-token steps (long prompts: one timed run, no warm-up)."""
     blocks = list(range(cache.num_blocks))
+    long = length > 200_000
 
     def go():
+        t0 = time.perf_counter()
         for start in range(0, length, chunk):
             n = min(chunk, length - start)
             runner.run([StepItem([7] * n, start, 0, blocks)])
-    return timed(go, 1 if length > 200_000 else 3)
+            if long and verbose and (start // chunk) % 16 == 15:
+                sync()
+                print(f"  prefill {start + n}/{length} tokens, {time.perf_counter() - t0:.1f} s", flush=True)
+    if not long:
+        runner.run([StepItem([7] * min(chunk, length), 0, 0, blocks)])  # warm-up: kernels compiled at this size
+    return timed(go, 1 if long else 2, warmup=False)
 
 
 def run_decode(runner, cache, batch: int, context: int, steps: int) -> float:
@@ -193,7 +202,7 @@ def main_rank(rank: int, size: int, init_method: str | None, a) -> None:
                      "floor_ms": floor * 1e3, "floor_fraction": t and floor / t,
                      "est_80_layers_tok_s": t and batch / (t * 80 / layers)})
     for length in a.prompts:
-        t = timed_safe(lambda: run_prefill(runner, cache, length, a.chunk))
+        t = timed_safe(lambda: run_prefill(runner, cache, length, a.chunk, rank == 0))
         rows.append({"test": f"prefill {length}", "seconds": t, "tok_s": t and length / t})
     device = torch.cuda.get_device_name() if DEV == "cuda" else "cpu (smoke)"
     result = {"device": device, "gpus": size, "layers": layers, "torch": torch.__version__,
