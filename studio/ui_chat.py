@@ -137,7 +137,7 @@ class ChatHandlers:
         if live.progress is None:
             return ""
         done, total, eta = live.progress
-        return views_html.progress_html("prefilling", done, total, eta)
+        return views_html.progress_html("reading the prompt:", done, total, eta)
 
     @staticmethod
     def _refuse(message: str, meter: str | None = None) -> tuple:

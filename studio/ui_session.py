@@ -22,7 +22,6 @@ from studio.ui_page import header_html
 
 LOCAL_USER = "local"
 PROGRESS_EVERY_S = 0.25
-DUPLICATE_WINDOW_S = 30.0
 
 
 def user_name(request) -> str:
@@ -53,7 +52,8 @@ class SessionHandlers:
     def __init__(self, services):
         self.services, self.store, self.chat = services, services.store, services.chat
         self.max_upload_bytes = getattr(services, "max_upload_bytes", None) or 100 * 1024 * 1024
-        self._seen: dict[tuple, float] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._page_sessions: dict[str, str] = {}  # page (session hash) -> session its first upload created
 
     def uid(self, request) -> int:
         """The store id of the request's user."""
@@ -180,27 +180,29 @@ class SessionHandlers:
             meter = self.meter(request, sid, *settings_panel, draft=text)
             yield (_skip(), _skip(), _skip()) + _only(5, meter)
             return
-        if sid is None:
-            sid = self.store.create_session(uid)["id"]
-            self.chat.save_settings(uid, sid, settings)
-        errors = []
-        for file in self._new_files(request, files):
-            async for progress in self._read(uid, sid, _path(file), os.path.basename(_path(file))):
-                if isinstance(progress, str):
-                    yield (progress, "", _skip()) + _only()
-                else:
-                    errors.append(str(progress))
-        error = views_html.error_html("; ".join(errors)) if errors else ""
-        yield ("", error, {"text": text, "files": []}) + self.view(uid, sid, settings=settings, draft=text)
+        async with self._locks.setdefault(uid, asyncio.Lock()):  # one upload at a time per user
+            sid = sid or self._page_sessions.get(request.session_hash)
+            if sid is None:
+                sid = self.store.create_session(uid)["id"]
+                self.chat.save_settings(uid, sid, settings)
+                if len(self._page_sessions) > 10_000:
+                    self._page_sessions.clear()
+                self._page_sessions[request.session_hash] = sid
+            errors = []
+            for path in self._not_pending(uid, sid, [_path(file) for file in files]):
+                async for progress in self._read(uid, sid, path, os.path.basename(path)):
+                    if isinstance(progress, str):
+                        yield (progress, "", _skip()) + _only()
+                    else:
+                        errors.append(str(progress))
+            error = views_html.error_html("; ".join(errors)) if errors else ""
+            yield ("", error, {"text": text, "files": []}) + self.view(uid, sid, settings=settings, draft=text)
 
-    def _new_files(self, request, files) -> list:
-        """Files not already read for this page in the last DUPLICATE_WINDOW_S (the composer reports one upload
-        in more than one change event)."""
-        now, page = time.monotonic(), getattr(request, "session_hash", None)
-        self._seen = {key: at for key, at in self._seen.items() if now - at < DUPLICATE_WINDOW_S}
-        fresh = [file for file in files if (page, _path(file)) not in self._seen]
-        self._seen.update({(page, _path(file)): now for file in fresh})
-        return fresh
+    def _not_pending(self, uid: int, sid: str, paths: list[str]) -> list[str]:
+        """Paths whose file (same name and size) is not already waiting to be sent: the composer reports one
+        upload in more than one change event."""
+        pending = {(a["name"], a["num_bytes"]) for a in self.store.attachments(uid, sid) if a["message_id"] is None}
+        return [p for p in paths if (os.path.basename(p), os.path.getsize(p)) not in pending]
 
     async def _read(self, uid, sid, path, name):
         """Run chat.attach on a worker thread; yield progress HTML while it reads, then an exception if it failed."""

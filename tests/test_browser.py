@@ -176,7 +176,7 @@ def test_pdf_attachment_shows_tokens_and_moves_the_meter(page, tmp_path):
     assert page.locator("#m1-chips .m1-chip").count() == 0
 
 
-def test_stop_really_stops_the_engine(page, server):
+def test_answer_now_then_stop_really_stops_the_engine(page, server):
     page.locator("#m1-new").click()
     page.wait_for_function("() => !document.querySelector('#m1-chat .message-row')")
     set_limits(page, max_tokens=8000, thinking_budget=0)
@@ -184,6 +184,8 @@ def test_stop_really_stops_the_engine(page, server):
     page.locator("#m1-chat").get_by_text("Thinking…").first.wait_for()
     page.wait_for_timeout(500)
     assert running_requests(server) == 1
+    page.locator("#m1-answer-now").click()  # closes the think block: the panel collapses, the answer streams
+    page.locator("#m1-chat").get_by_text(re.compile(r"Thought for [\d.]+ s")).last.wait_for()
     page.locator("#m1-stop").click()
     page.locator("#m1-chat").get_by_text("stopped").last.wait_for(timeout=15_000)
     assert running_requests(server) == 0
