@@ -68,7 +68,8 @@ def build_ui(services) -> gr.Blocks:
                 max_tokens = gr.Slider(16, MAX_OUTPUT_TOKENS, DEFAULT_SETTINGS[4], step=16, elem_id="m1-max-tokens",
                                        label="Max output tokens (reserved in the window)")
                 thinking_budget = gr.Number(DEFAULT_SETTINGS[5], precision=0, minimum=0,
-                                            label="Thinking budget (tokens, 0 = unlimited)", elem_id="m1-thinking-budget")
+                                            label="Thinking budget (tokens, 0 = unlimited)",
+                                            elem_id="m1-thinking-budget")
                 replay = gr.Checkbox(DEFAULT_SETTINGS[6], label="Replay earlier thinking to the model")
         whoami = gr.HTML(header_html(""), elem_id="m1-top")
         gr.HTML(views.banner_html(random_weights=getattr(services, "random_weights", False),

@@ -2,7 +2,8 @@
 
 Streaming handlers are async generators over ChatService events; they yield STREAM values (see studio/ui.py):
 progress, error, composer, then the VIEW tuple (chatbot while streaming; all of it once the turn is saved, the
-transcript re-read from the store, so the page shows exactly what was saved). Yields are coalesced to one per STREAM_EVERY_S.
+transcript re-read from the store, so the page shows exactly what was saved). Yields are coalesced to one per
+STREAM_EVERY_S.
 """
 import time
 

@@ -68,15 +68,3 @@ def add_share_route(app, store) -> None:
 def _escape(text: str) -> str:
     return html.escape(text)
 
-
-def open_share_link(host: str, port: int) -> str:
-    """A public *.gradio.live URL tunnelled to the studio at host:port (for --share; needs internet access).
-    Raises RuntimeError saying why when the share server cannot be reached."""
-    import secrets
-
-    from gradio.networking import setup_tunnel
-    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    try:
-        return setup_tunnel(local, port, secrets.token_urlsafe(32), None, None)
-    except Exception as exc:  # offline, blocked, or the frpc download failed
-        raise RuntimeError(f"--share: could not open a public link through Gradio's share server ({exc})") from exc

@@ -54,7 +54,8 @@ def chips_html(attachments: list[dict]) -> str:
 def progress_html(verb: str, done: int, total: int, eta: float | None, unit: str = "tokens") -> str:
     """A progress bar with "reading 412k / 830k tokens, ~95 s" (verb: reading / prefilling / …)."""
     share = 0.0 if total <= 0 else min(1.0, done / total)
-    count = f"{human_tokens(done)} / {human_tokens(total)} {unit}" if unit == "tokens" else f"{done:,} / {total:,} {unit}"
+    count = f"{human_tokens(done)} / {human_tokens(total)} {unit}" if unit == "tokens" else \
+        f"{done:,} / {total:,} {unit}"
     left = f", ~{human_seconds(eta)}" if eta else ""
     return (f'<div class="m1-progress" role="progressbar" aria-valuenow="{100 * share:.0f}" aria-valuemin="0" '
             f'aria-valuemax="100"><div class="m1-progress-label">{html.escape(verb)} {count}{left}</div>'

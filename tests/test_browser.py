@@ -128,6 +128,12 @@ def wait_finished(page, timeout_ms: int = 150_000) -> None:
     }""", timeout=timeout_ms)
 
 
+def wait_version(page, label: str, timeout_ms: int = UI_TIMEOUT_MS) -> None:
+    """Until the version bar under the chat reads `label` (e.g. "Reply · version 2 of 2")."""
+    page.wait_for_function("label => document.querySelector('#m1-version').innerText.includes(label)", arg=label,
+                           timeout=timeout_ms)
+
+
 def meter_total(page) -> int:
     return int(page.locator("#m1-meter .m1-meter").get_attribute("data-total"))
 
@@ -197,22 +203,20 @@ def test_regenerate_and_edit_make_versions_to_navigate(page):
     set_limits(page, max_tokens=48, thinking_budget=16)
     send(page, "Version me")
     wait_finished(page)
-    page.wait_for_function("() => document.querySelector('#m1-version').innerText.includes('Reply · version 1 of 1')")
+    wait_version(page, "Reply · version 1 of 1")
     page.locator("#m1-regenerate").click()
-    page.wait_for_function("() => document.querySelector('#m1-version').innerText.includes('version 2 of 2')",
-                           timeout=60_000)
+    wait_version(page, "version 2 of 2", 60_000)
     page.locator("#m1-prev").click()
-    page.wait_for_function("() => document.querySelector('#m1-version').innerText.includes('version 1 of 2')")
+    wait_version(page, "version 1 of 2")
     page.locator("#m1-chat .user-row").first.hover()
     page.locator("#m1-chat button[aria-label=Edit]").first.click()
     page.locator("#m1-chat textarea").first.fill("Version me, edited")
     page.evaluate("window.__m1_turns = 0")
     page.locator("#m1-chat button[aria-label=Submit]").first.click()
-    page.wait_for_function("() => document.querySelector('#m1-version').innerText.includes('Reply · version 1 of 1')",
-                           timeout=60_000)  # the new reply was saved (before: reply 1 of 2)
+    wait_version(page, "Reply · version 1 of 1", 60_000)  # the new reply was saved (before: reply 1 of 2)
     wait_finished(page)
     page.locator("#m1-chat .user-row").first.click()
-    page.wait_for_function("() => document.querySelector('#m1-version').innerText.includes('Message · version 2 of 2')")
+    wait_version(page, "Message · version 2 of 2")
     page.locator("#m1-prev").click()
     page.locator("#m1-chat").get_by_text("Version me", exact=True).wait_for()
 
