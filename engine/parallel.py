@@ -79,7 +79,10 @@ def _worker_main(rank: int, size: int, init_method: str, device: str, conn) -> N
     worker = None
     try:
         while True:
-            method, args = conn.recv()
+            try:
+                method, args = conn.recv()
+            except EOFError:  # rank 0 went away without close()
+                break
             if method == "shutdown":
                 break
             try:
