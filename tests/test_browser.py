@@ -244,6 +244,27 @@ def test_reload_finds_the_sessions_in_the_sidebar(page):
     page.locator("#m1-chat").get_by_text("Summarise the report").wait_for()
 
 
+def test_export_json_then_import_makes_a_copy(page, tmp_path):
+    page.locator("#m1-this-chat").get_by_text("This chat").click()
+    title = page.locator("#m1-title textarea, #m1-title input").first.input_value()
+    page.locator("#m1-export-json").click()
+    link = page.locator("#m1-download a").first
+    link.wait_for()
+    with page.expect_download() as download:
+        link.click()
+    exported = tmp_path / "exported.json"
+    download.value.save_as(exported)
+    assert json.loads(exported.read_text())["session"]["title"] == title
+    copies = page.locator("#m1-sessions").get_by_text(title, exact=True)
+    before = copies.count()
+    with page.expect_file_chooser() as chooser:
+        page.locator("#m1-import").click()
+    chooser.value.set_files(str(exported))
+    page.wait_for_function("([title, n]) => [...document.querySelectorAll('#m1-sessions label')]"
+                           ".filter(l => l.innerText.trim() === title).length > n", arg=[title, before])
+    page.locator("#m1-this-chat").get_by_text("This chat").click()
+
+
 def test_share_link_opens_logged_out_and_can_be_revoked(page, browser, server):
     page.locator("#m1-share").get_by_text("Share (read-only link)").click()
     page.locator("#m1-share-create").click()
