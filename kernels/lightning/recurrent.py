@@ -54,7 +54,8 @@ def recurrent_decode(q, k, v, slopes, state_pool, slot_ids, *, block_v=None, num
     """
     B, H, D = q.shape
     if state_pool.dtype != torch.float32 or tuple(state_pool.shape[1:]) != (H, D, D):
-        raise ValueError(f"state_pool must be fp32 [S, {H}, {D}, {D}], got {state_pool.dtype} {tuple(state_pool.shape)}")
+        raise ValueError(f"state_pool must be fp32 [S, {H}, {D}, {D}], got {state_pool.dtype} "
+                         f"{tuple(state_pool.shape)}")
     if state_pool.stride(-1) != 1 or state_pool.stride(-2) != D:
         raise ValueError("state_pool must have contiguous [D, D] state tiles (it is updated in place)")
     if slot_ids.shape != (B,):
