@@ -125,13 +125,18 @@ class SessionHandlers:
             self.store.rename_session(uid, sid, title)
         return _radio(self.store.list_sessions(uid), sid)
 
-    def delete(self, request: gr.Request, sid) -> tuple:
-        """Delete the open session and open the newest remaining one."""
+    def delete(self, request: gr.Request, sid, armed) -> tuple:
+        """First click arms the button for this session ("Click again to delete"); the second deletes the open
+        session and opens the newest remaining one. Returns (armed session, button, *VIEW, *settings panel)."""
+        if not sid:
+            return (None, _skip()) + _only(size=16)
+        if armed != sid:  # armed for this session only
+            return (sid, {"value": "Click again to delete", "__type__": "update"}) + _only(size=16)
         uid = self.uid(request)
-        if sid:
-            self.store.delete_session(uid, sid)
+        self.store.delete_session(uid, sid)
         sessions = self.store.list_sessions(uid, limit=1)
-        return self.switch(request, sessions[0]["id"]) if sessions else self.new_chat(request)
+        view = self.switch(request, sessions[0]["id"]) if sessions else self.new_chat(request)
+        return (None, {"value": "Delete", "__type__": "update"}) + view
 
     def export(self, request: gr.Request, sid, fmt):
         """Write the session as Markdown or JSON to a temp file for download."""

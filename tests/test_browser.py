@@ -283,6 +283,20 @@ def test_share_link_opens_logged_out_and_can_be_revoked(page, browser, server):
     visitor.close()
 
 
+def test_delete_asks_twice(page):
+    page.locator("#m1-new").click()
+    set_limits(page, max_tokens=16, thinking_budget=4)
+    send(page, "Delete me soon")
+    wait_finished(page)
+    page.locator("#m1-this-chat").get_by_text("This chat").click()
+    page.locator("#m1-delete").click()
+    page.locator("#m1-delete", has_text="Click again to delete").wait_for()
+    assert page.locator("#m1-sessions").get_by_text("Delete me soon").count() == 1
+    page.locator("#m1-delete").click()
+    page.wait_for_function("() => !document.querySelector('#m1-sessions').innerText.includes('Delete me soon')")
+    page.locator("#m1-this-chat").get_by_text("This chat").click()
+
+
 def _login(browser, url: str, user: str, password: str):
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
