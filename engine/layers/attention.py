@@ -6,13 +6,15 @@ each rank keeps the one kv head its q heads read (replicated). `o_proj` is row-p
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.bias import causal_lower_right
 
 from ..context import ForwardContext
 from ..parallel import TPGroup
 from .linear import ColumnParallelLinear, RowParallelLinear
 from .rotary import PartialRotary
 
-QUERY_ROWS_PER_CALL = 4096  # bounds the [rows, context] mask of a long chunk against a long history
+QUERY_ROWS_PER_CALL = 4096  # CPU: bounds the [rows, context] scores of a long chunk against a long history
+CUDA_QUERY_ROWS = 1 << 15
 MAX_SCORES_PER_CALL = 1 << 30  # SDPA with a mask and GQA may take the math path, which materialises [H, rows, ctx]
 
 
@@ -61,16 +63,27 @@ class SoftmaxAttention(nn.Module):
         return self.o_proj(out.reshape(T, -1))
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """q [n, H, D] are the last n of a context of k, v [ctx, KVH, D] rows; causal."""
+        """q [n, H, D] are the last n of a context of k, v [ctx, KVH, D] rows; causal (lower-right aligned).
+
+        On CUDA, kv heads are expanded so SDPA takes its flash/memory-efficient kernels (O(rows) memory even at a
+        1M-token context); the CPU math path materialises [H, rows, ctx] scores, so its query rows are bounded."""
         n, ctx_len = q.shape[0], k.shape[0]
         k, v = k.transpose(0, 1).to(q.dtype), v.transpose(0, 1).to(q.dtype)
+        gqa = self.num_heads != self.num_kv_heads
+        if q.is_cuda and gqa:
+            rep = self.num_heads // self.num_kv_heads
+            k, v, gqa = k.repeat_interleave(rep, 0), v.repeat_interleave(rep, 0), False
+        qt, scale = q.transpose(0, 1), self.head_dim ** -0.5
+        if n == 1:
+            return F.scaled_dot_product_attention(qt, k, v, scale=scale, enable_gqa=gqa).transpose(0, 1)
         out = torch.empty_like(q)
-        rows = max(16, min(QUERY_ROWS_PER_CALL, MAX_SCORES_PER_CALL // (self.num_heads * ctx_len)))
+        rows = CUDA_QUERY_ROWS if q.is_cuda else \
+            max(16, min(QUERY_ROWS_PER_CALL, MAX_SCORES_PER_CALL // (self.num_heads * ctx_len)))
         for start in range(0, n, rows):
             stop = min(n, start + rows)
-            qpos = torch.arange(ctx_len - n + start, ctx_len - n + stop, device=q.device)
-            mask = torch.arange(ctx_len, device=q.device)[None, :] <= qpos[:, None]
-            o = F.scaled_dot_product_attention(q[start:stop].transpose(0, 1), k, v, attn_mask=mask,
-                                               scale=self.head_dim ** -0.5, enable_gqa=True)
+            visible = ctx_len - n + stop
+            o = F.scaled_dot_product_attention(qt[:, start:stop], k[:, :visible], v[:, :visible],
+                                               attn_mask=causal_lower_right(stop - start, visible), scale=scale,
+                                               enable_gqa=gqa)
             out[start:stop] = o.transpose(0, 1)
         return out
