@@ -15,7 +15,8 @@ from studio import views
 from studio.chat_settings import MAX_OUTPUT_TOKENS, SYSTEM_PRESETS
 from studio.ui_chat import ChatHandlers
 from studio.ui_page import add_share_route, header_html, theme
-from studio.ui_session import DEFAULT_SETTINGS, SessionHandlers
+from studio.ui_session import SessionHandlers
+from studio.ui_values import DEFAULT_SETTINGS
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 FILE_TYPES = [".pdf", ".docx", ".xlsx", ".pptx", ".html", ".htm", ".md", ".txt", ".csv", ".tsv", ".json", ".py",

@@ -10,7 +10,8 @@ import time
 import gradio as gr
 
 from studio import views, views_html
-from studio.ui_session import SessionHandlers, _only, _radio, _skip, settings_from
+from studio.ui_session import SessionHandlers
+from studio.ui_values import only, radio, settings_from, skip
 
 STREAM_EVERY_S = 0.08
 
@@ -107,7 +108,7 @@ class ChatHandlers:
         uid = self.sessions.uid(request)
         target = selected or self._assistant(uid, sid, None)
         if not target:
-            return (selected,) + _only()
+            return (selected,) + only()
         versions = self.store.siblings(uid, target)
         at = [m["id"] for m in versions].index(target)
         chosen = versions[max(0, min(len(versions) - 1, at + step))]
@@ -120,17 +121,17 @@ class ChatHandlers:
     # --- internals ----------------------------------------------------------------------------------------------
     async def _stream(self, events, rows, uid, sid, show_reasoning, limit, settings, clear=False):
         live, last = views.LiveReply(time.perf_counter), 0.0
-        composer = {"text": "", "files": []} if clear else _skip()
-        sessions = _radio(self.store.list_sessions(uid), sid)
-        yield ("", "", composer) + _only(0, sid, at_1=rows + live.rows(), at_3=sessions, at_6="", at_8=sid)
+        composer = {"text": "", "files": []} if clear else skip()
+        sessions = radio(self.store.list_sessions(uid), sid)
+        yield ("", "", composer) + only(0, sid, at_1=rows + live.rows(), at_3=sessions, at_6="", at_8=sid)
         async for event in events:
             live.feed(event)
             now = time.perf_counter()
             if not live.finished and (now - last >= STREAM_EVERY_S or event.kind == "prefill"):
                 last = now
-                yield (self._progress(live), "", _skip()) + _only(1, rows + live.rows())
+                yield (self._progress(live), "", skip()) + only(1, rows + live.rows())
         error = views_html.error_html(live.error) if live.error else ""
-        yield ("", error, _skip()) + self.sessions.view(uid, sid, show_reasoning=show_reasoning, limit=limit,
+        yield ("", error, skip()) + self.sessions.view(uid, sid, show_reasoning=show_reasoning, limit=limit,
                                                        settings=settings)
 
     @staticmethod
@@ -142,8 +143,8 @@ class ChatHandlers:
 
     @staticmethod
     def _refuse(message: str, meter: str | None = None) -> tuple:
-        view = _only(5, meter) if meter else _only()
-        return ("", views_html.error_html(message), _skip()) + view
+        view = only(5, meter) if meter else only()
+        return ("", views_html.error_html(message), skip()) + view
 
     def _assistant(self, uid, sid, selected) -> int | None:
         if selected and selected > 0 and self.store.get_message(uid, selected)["role"] == "assistant":

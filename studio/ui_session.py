@@ -1,4 +1,4 @@
-"""Session-side handlers of the studio page (sidebar, settings, documents, sharing), one call into the services each.
+"""Session-side handlers of the studio page (sidebar, settings, sharing), one call into the services each.
 
 `SessionHandlers(services)` methods take component values (and gr.Request) and return component values in the
 order of the lists named in studio/ui.py (VIEW = the conversation view). The user is gr.Request.username when
@@ -9,19 +9,18 @@ import html
 import json
 import os
 import tempfile
-import time
 
 import gradio as gr
 
 from studio import views, views_html
-from studio.chat_settings import DEFAULT_MAX_TOKENS, SYSTEM_PRESETS, ChatSettings
-from studio.documents import DocumentError
+from studio.chat_settings import ChatSettings
 from studio.store import NotFound
 from studio.store_budget import summarize
+from studio.ui_documents import DocumentHandlers
 from studio.ui_page import header_html
+from studio.ui_values import DEFAULT_SETTINGS, only, radio, settings_from, settings_values, skip
 
 LOCAL_USER = "local"
-PROGRESS_EVERY_S = 0.25
 
 
 def user_name(request) -> str:
@@ -29,25 +28,8 @@ def user_name(request) -> str:
     return getattr(request, "username", None) or LOCAL_USER
 
 
-def settings_from(preset, system, temperature, top_p, max_tokens, thinking_budget, replay) -> ChatSettings:
-    """ChatSettings from the settings panel (thinking budget 0 = unlimited)."""
-    budget = int(thinking_budget or 0)
-    return ChatSettings(system_prompt=system or "", temperature=float(temperature), top_p=float(top_p),
-                        max_tokens=int(max_tokens), thinking_budget=budget or None, replay_thinking=bool(replay))
-
-
-def settings_values(settings: ChatSettings) -> tuple:
-    """The settings panel values (preset, system, temperature, top_p, max tokens, thinking budget, replay)."""
-    preset = next((name for name, text in SYSTEM_PRESETS.items() if text == settings.system_prompt), "Custom")
-    return (preset, settings.system_prompt, settings.temperature, settings.top_p, settings.max_tokens,
-            settings.thinking_budget or 0, settings.replay_thinking)
-
-
-DEFAULT_SETTINGS = settings_values(ChatSettings(max_tokens=DEFAULT_MAX_TOKENS))
-
-
-class SessionHandlers:
-    """Sidebar, documents, settings and share handlers over services.store and services.chat."""
+class SessionHandlers(DocumentHandlers):
+    """Sidebar, settings and share handlers (documents: DocumentHandlers) over services.store and services.chat."""
 
     def __init__(self, services):
         self.services, self.store, self.chat = services, services.store, services.chat
@@ -66,7 +48,7 @@ class SessionHandlers:
         sessions = self.store.list_sessions(uid)
         if sid is None:
             budget = self.empty_budget(settings)
-            return (None, [], [], _radio(sessions, None), "", views_html.budget_html(budget), "", "", None)
+            return (None, [], [], radio(sessions, None), "", views_html.budget_html(budget), "", "", None)
         path = self.store.active_path(uid, sid)
         attachments = self.store.attachments(uid, sid)
         rows, ids = views.transcript(path, attachments, show_reasoning=show_reasoning, limit=limit)
@@ -74,7 +56,7 @@ class SessionHandlers:
         last = next((m for m in reversed(path) if m["role"] == "assistant"), None)
         title = self.store.get_session(uid, sid)["title"]
         meter = views_html.budget_html(self.chat.budget(uid, sid, draft, settings))
-        return (sid, rows, ids, _radio(sessions, sid), title, meter, views_html.chips_html(pending),
+        return (sid, rows, ids, radio(sessions, sid), title, meter, views_html.chips_html(pending),
                 views.version_label(last), sid)
 
     def empty_budget(self, settings: ChatSettings | None) -> dict:
@@ -114,7 +96,7 @@ class SessionHandlers:
         """Session list filtered by title/content; empty query lists all."""
         uid = self.uid(request)
         if not (query or "").strip():
-            return _radio(self.store.list_sessions(uid), sid)
+            return radio(self.store.list_sessions(uid), sid)
         return {"choices": views.search_choices(self.store.search(uid, query)), "value": sid,
                 "__type__": "update"}
 
@@ -123,15 +105,15 @@ class SessionHandlers:
         uid = self.uid(request)
         if sid and (title or "").strip():
             self.store.rename_session(uid, sid, title)
-        return _radio(self.store.list_sessions(uid), sid)
+        return radio(self.store.list_sessions(uid), sid)
 
     def delete(self, request: gr.Request, sid, armed) -> tuple:
         """First click arms the button for this session ("Click again to delete"); the second deletes the open
         session and opens the newest remaining one. Returns (armed session, button, *VIEW, *settings panel)."""
         if not sid:
-            return (None, _skip()) + _only(size=16)
+            return (None, skip()) + only(size=16)
         if armed != sid:  # armed for this session only
-            return (sid, {"value": "Click again to delete", "__type__": "update"}) + _only(size=16)
+            return (sid, {"value": "Click again to delete", "__type__": "update"}) + only(size=16)
         uid = self.uid(request)
         self.store.delete_session(uid, sid)
         sessions = self.store.list_sessions(uid, limit=1)
@@ -174,75 +156,6 @@ class SessionHandlers:
             self.store.revoke_share(self.uid(request), sid)
         return ""
 
-    # --- documents ----------------------------------------------------------------------------------------------
-    async def attach(self, request: gr.Request, message, sid, *settings_panel):
-        """Composer change: read newly attached files (progress bar), store them as pending, update chips and the
-        meter; with no files just re-count the draft. Yields STREAM values (progress, error, composer, *VIEW)."""
-        uid, settings = self.uid(request), settings_from(*settings_panel)
-        message = message or {"text": "", "files": []}
-        files, text = message.get("files") or [], message.get("text") or ""
-        if not files:
-            meter = self.meter(request, sid, *settings_panel, draft=text)
-            yield (_skip(), _skip(), _skip()) + _only(5, meter)
-            return
-        async with self._locks.setdefault(uid, asyncio.Lock()):  # one upload at a time per user
-            sid = sid or self._page_sessions.get(request.session_hash)
-            if sid is None:
-                sid = self.store.create_session(uid)["id"]
-                self.chat.save_settings(uid, sid, settings)
-                if len(self._page_sessions) > 10_000:
-                    self._page_sessions.clear()
-                self._page_sessions[request.session_hash] = sid
-            errors = []
-            for path in self._not_pending(uid, sid, [_path(file) for file in files]):
-                async for progress in self._read(uid, sid, path, os.path.basename(path)):
-                    if isinstance(progress, str):
-                        yield (progress, "", _skip()) + _only()
-                    else:
-                        errors.append(str(progress))
-            error = views_html.error_html("; ".join(errors)) if errors else ""
-            yield ("", error, {"text": text, "files": []}) + self.view(uid, sid, settings=settings, draft=text)
-
-    def _not_pending(self, uid: int, sid: str, paths: list[str]) -> list[str]:
-        """Paths whose file (same name and size) is not already waiting to be sent: the composer reports one
-        upload in more than one change event."""
-        pending = {(a["name"], a["num_bytes"]) for a in self.store.attachments(uid, sid) if a["message_id"] is None}
-        return [p for p in paths if (os.path.basename(p), os.path.getsize(p)) not in pending]
-
-    async def _read(self, uid, sid, path, name):
-        """Run chat.attach on a worker thread; yield progress HTML while it reads, then an exception if it failed."""
-        state = {"done": 0, "total": 1, "stage": "parse"}
-        started = time.perf_counter()
-        task = asyncio.ensure_future(asyncio.to_thread(
-            self.chat.attach, uid, sid, path, original_name=name, max_bytes=self.max_upload_bytes,
-            progress=lambda done, total, stage: state.update(done=done, total=total, stage=stage)))
-        while not task.done():
-            await asyncio.wait({task}, timeout=PROGRESS_EVERY_S)
-            eta = views.eta_seconds(state["done"], state["total"], time.perf_counter() - started)
-            unit = "characters" if state["stage"] in ("tokens", "parse") else state["stage"]
-            verb = f"reading {name}:" if unit != "characters" else f"counting tokens of {name}:"
-            yield views_html.progress_html(verb, state["done"], state["total"], eta, unit=unit)
-        try:
-            task.result()
-        except (DocumentError, NotFound, ValueError) as exc:
-            yield exc
-
-    def clear_pending(self, request: gr.Request, sid, *settings_panel) -> tuple:
-        """Remove the documents waiting to be sent; returns (chips, meter)."""
-        uid = self.uid(request)
-        if sid:
-            for attachment in self.store.attachments(uid, sid):
-                if attachment["message_id"] is None:
-                    self.store.remove_attachment(uid, attachment["id"])
-        values = self.view(uid, sid, settings=settings_from(*settings_panel))
-        return values[6], values[5]
-
-    def meter(self, request: gr.Request, sid, *settings_panel, draft: str = "") -> str:
-        """The meter for changed settings (max tokens reserves output; the system prompt counts) and draft."""
-        uid, settings = self.uid(request), settings_from(*settings_panel)
-        budget = self.chat.budget(uid, sid, draft, settings) if sid else self.empty_budget(settings)
-        return views_html.budget_html(budget)
-
     def _owns(self, uid: int, sid: str) -> bool:
         try:
             self.store.get_session(uid, sid)
@@ -265,21 +178,3 @@ def share_url(request, root_path: str, token: str) -> str:
     return f"{scheme}://{host}{root_path.rstrip('/')}/share/{token}"
 
 
-def _radio(sessions: list[dict], sid) -> dict:
-    return {"choices": views.session_choices(sessions), "value": sid, "__type__": "update"}
-
-
-def _skip() -> dict:
-    return {"__type__": "update"}
-
-
-def _only(index: int | None = None, value=None, size: int = 9, **more) -> tuple:
-    """VIEW values that change nothing, except `value` at `index` (and at_<i>=value keyword pairs)."""
-    changed = {int(k[3:]): v for k, v in more.items()}
-    if index is not None:
-        changed[index] = value
-    return tuple(changed[i] if i in changed else _skip() for i in range(size))
-
-
-def _path(file) -> str:
-    return file if isinstance(file, str) else file.get("path") or file.get("name")
