@@ -1,10 +1,14 @@
 """Lightning-attention Triton kernels (prefill and decode) against the fp64 recurrence of kernels/lightning/naive.py.
 
-Runs the Triton kernels on CPU tensors through Triton's interpreter. TRITON_INTERPRET is set before anything imports
-triton: `triton.language`'s own jit helpers are fixed at triton's import (kernels/lightning/launch.py covers kernel
-modules imported earlier). Errors are relative norm errors ||out - ref|| / ||ref||; `pytest -s` prints them.
+Runs the Triton kernels on CPU tensors through Triton's interpreter. TRITON_INTERPRET is set here before triton is
+imported, as CI does; the kernels also run without it (they avoid triton.language's own jit helpers, which are fixed
+when triton is imported, and kernels/lightning/launch.py interprets kernel modules imported earlier), which
+test_cpu_path_needs_no_interpret_variable checks in a fresh process. Errors are relative norm errors
+||out - ref|| / ||ref||; `pytest -s` prints them.
 """
 import os
+import subprocess
+import sys
 
 os.environ["TRITON_INTERPRET"] = "1"
 
@@ -164,3 +168,20 @@ def test_bad_inputs_are_named():
         x = torch.randn(1, 2, 16)
         lightning_decode(x, x, x, slopes_for(2, 0), torch.zeros(2, 2, 16, 16, dtype=torch.float64),
                          torch.tensor([0]), impl="triton")
+
+
+def test_cpu_path_needs_no_interpret_variable():
+    script = (
+        "import torch, triton, triton.language\n"
+        "from kernels.lightning import lightning_prefill, layer_slopes, naive\n"
+        "q, k, v = (torch.nn.functional.silu(torch.randn(100, 2, 16)) for _ in range(3))\n"
+        "s = layer_slopes(2, 0, 80)\n"
+        "o, st = lightning_prefill(q, k, v, s, impl='triton')\n"
+        "ref, _ = naive.recurrence(q, k, v, s)\n"
+        "print(((o.double() - ref).norm() / ref.norm()).item())\n")
+    env = {key: val for key, val in os.environ.items() if key != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=root, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout.split()[-1]) < 1e-5
