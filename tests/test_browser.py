@@ -367,3 +367,28 @@ def test_screenshots(page, browser, server, tmp_path):
     phone.screenshot(path=str(out / "phone.png"))
     phone.locator("#m1-stop").click()
     phone_context.close()
+
+
+def test_root_path_behind_a_prefix_stripping_proxy(browser, tmp_path_factory):
+    """--root-path /studio: the page is reached at /studio/ through a proxy that strips the prefix (played here by
+    Playwright's request routing); every request stays under the prefix and a reply streams to the end."""
+    proc, url = _start_server(tmp_path_factory.mktemp("rooted"), "--root-path", "/studio")
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(UI_TIMEOUT_MS)
+        outside = []
+        page.on("request", lambda r: outside.append(r.url) if r.url.startswith(url) and
+                not r.url.startswith(url + "/studio") else None)
+        page.route(re.compile(r".*/studio(/.*)?$"),
+                   lambda route: route.fulfill(response=route.fetch(url=route.request.url.replace("/studio", "", 1))))
+        page.goto(url + "/studio/")
+        page.wait_for_selector("#m1-composer textarea")
+        set_limits(page, max_tokens=24, thinking_budget=8)
+        send(page, "Behind a proxy")
+        wait_finished(page)
+        assert outside == []
+        page.unroute_all(behavior="ignoreErrors")
+    finally:
+        context.close()
+        _stop_server(proc)
