@@ -18,7 +18,7 @@ import zlib
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import engine.llm_engine as llm_engine_mod  # noqa: E402
+import engine.worker as worker_mod  # noqa: E402
 from engine.llm_engine import EngineArgs, LLMEngine  # noqa: E402
 from engine.sampling import SamplingParams  # noqa: E402
 from engine.tiny import hf_config, official_config  # noqa: E402
@@ -98,7 +98,7 @@ def profile(eng):
 
 
 def bench_ours(d, res):
-    llm_engine_mod.load_weights = random_load
+    worker_mod.load_weights = random_load
     eng = LLMEngine(d, device=DEV, dtype="bfloat16", args=EngineArgs(
         max_model_len=140_000, max_num_seqs=64, max_num_batched_tokens=16384, prefill_chunk_size=16384,
         kv_cache_tokens=300_000))

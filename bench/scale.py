@@ -134,8 +134,9 @@ def bench_moe(model, copy_bw: float, peak: float, sizes=(1, 8, 64, 8192)) -> dic
                             "TFLOPs": flops / t / 1e12, "bf16_peak_fraction": flops / t / peak}
     x = torch.randn(1, moe.hidden, device=DEV, dtype=torch.bfloat16)
     w, ids = moe.route(x)
-    w13 = (moe.w13.float() * moe.w13_scale[..., None]).to(torch.bfloat16)[ids.flatten()]
-    w2 = (moe.w2.float() * moe.w2_scale[..., None]).to(torch.bfloat16)[ids.flatten()]
+    sel = ids.flatten()  # dequantize only the experts this token reads (all of them would not fit beside the model)
+    w13 = (moe.w13[sel].float() * moe.w13_scale[sel][..., None]).to(torch.bfloat16)
+    w2 = (moe.w2[sel].float() * moe.w2_scale[sel][..., None]).to(torch.bfloat16)
     ref_ids = torch.arange(ids.numel(), device=DEV).view_as(ids)
     t = timed(lambda: fused_moe(x, w13, w2, w, ref_ids, impl="torch"), 20)
     out["moe_T1_bf16_torch_ms"] = t * 1e3

@@ -73,17 +73,18 @@ class SoftmaxAttention(nn.Module):
         if q.is_cuda and gqa:
             rep = self.num_heads // self.num_kv_heads
             k, v, gqa = k.repeat_interleave(rep, 0), v.repeat_interleave(rep, 0), False
-        qt, scale = q.transpose(0, 1), self.head_dim ** -0.5
+        qt, k, v = q.transpose(0, 1)[None], k[None], v[None]  # 4-D [1, H, L, D]: what the fused kernels take
+        scale = self.head_dim ** -0.5
         if n == 1:
-            return F.scaled_dot_product_attention(qt, k, v, scale=scale, enable_gqa=gqa).transpose(0, 1)
+            return F.scaled_dot_product_attention(qt, k, v, scale=scale, enable_gqa=gqa)[0].transpose(0, 1)
         out = torch.empty_like(q)
         rows = CUDA_QUERY_ROWS if q.is_cuda else \
             max(16, min(QUERY_ROWS_PER_CALL, MAX_SCORES_PER_CALL // (self.num_heads * ctx_len)))
         for start in range(0, n, rows):
             stop = min(n, start + rows)
             visible = ctx_len - n + stop
-            o = F.scaled_dot_product_attention(qt[:, start:stop], k[:, :visible], v[:, :visible],
+            o = F.scaled_dot_product_attention(qt[:, :, start:stop], k[:, :, :visible], v[:, :, :visible],
                                                attn_mask=causal_lower_right(stop - start, visible), scale=scale,
                                                enable_gqa=gqa)
-            out[start:stop] = o.transpose(0, 1)
+            out[start:stop] = o[0].transpose(0, 1)
         return out
