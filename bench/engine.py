@@ -102,7 +102,9 @@ def bench_ours(d, res):
     eng = LLMEngine(d, device=DEV, dtype="bfloat16", args=EngineArgs(
         max_model_len=140_000, max_num_seqs=64, max_num_batched_tokens=16384, prefill_chunk_size=16384,
         kv_cache_tokens=300_000))
-    run_request(eng, rand_prompt(512 if SMOKE else 20000, 0), 4)  # warm up: first chunk, carried-state chunk, decode
+    warm = rand_prompt(512 if SMOKE else 20000, 0)
+    run_request(eng, warm, 4)  # warm up: first chunk, carried-state chunk, decode
+    run_request(eng, warm + rand_prompt(64, 1), 1)  # and a restored follow-up (short chunk with a carried state)
     if "--profile" in sys.argv:
         profile(eng)
     for T in ([512] if SMOKE else [8192] if QUICK else [8192, 32768, 131072]):

@@ -18,7 +18,7 @@ def rel(a, b):
 path = write_checkpoint(tempfile.mkdtemp(), layout="official", seed=0)
 ids = torch.randint(0, 2000, (700,), generator=torch.Generator().manual_seed(0)).tolist()
 ref = reference_logits(path, ids)
-for dtype in ("float32", "bfloat16"):
+for dtype in ("bfloat16", "float32"):
     gpu = LLM(str(path), device="cuda", dtype=dtype)
     print(f"cuda {dtype}: rel err vs fp64 reference = {rel(gpu.logits(ids), ref):.2e}")
     out = gpu.generate(prompt_token_ids=[ids[:300]] * 3, sampling_params=SamplingParams(temperature=0, max_tokens=16, ignore_eos=True))

@@ -20,12 +20,15 @@ import triton.language as tl
 @triton.jit
 def _mm(a, b, acc, IEEE: tl.constexpr, INTERP: tl.constexpr, F32P: tl.constexpr):
     """acc + a @ b; IEEE fp32 for fp32 operands. The interpreter multiplies bf16 bit patterns as integers
-    (Triton 3.9), so there the operands go to fp32 first: exact for bf16 values."""
+    (Triton 3.9), so there the operands go to fp32 first: exact for bf16 values. No early returns in these helpers:
+    Triton 3.6 keeps compiling the statements after a `return` inside a constexpr `if`."""
     if INTERP:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
-    if IEEE:
-        return tl.dot(a, b, acc, input_precision=F32P)
-    return tl.dot(a, b, acc)
+        acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    elif IEEE:
+        acc = tl.dot(a, b, acc, input_precision=F32P)
+    else:
+        acc = tl.dot(a, b, acc)
+    return acc
 
 
 @triton.jit
@@ -44,13 +47,14 @@ def _dot_a32(a, b, acc, MODE: tl.constexpr, IEEE: tl.constexpr, INTERP: tl.const
     """acc + a @ b with a fp32, b bf16 (fp32 inputs take the IEEE path). MODE 0: one bf16 product; 1: bf16 hi + lo of a
     (~16 mantissa bits); 2: one fp16 product (11 bits; the caller keeps a within fp16 range)."""
     if IEEE:
-        return _mm(a, b, acc, IEEE, INTERP, F32P)
-    if MODE == 2:
-        return _mm(a.to(tl.float16), b.to(tl.float16), acc, IEEE, INTERP, F32P)
-    hi = _bf16(a, INTERP)
-    acc = _mm(hi, b, acc, IEEE, INTERP, F32P)
-    if MODE == 1:
-        acc = _mm(_bf16(a - hi.to(tl.float32), INTERP), b, acc, IEEE, INTERP, F32P)
+        acc = _mm(a, b, acc, IEEE, INTERP, F32P)
+    elif MODE == 2:
+        acc = _mm(a.to(tl.float16), b.to(tl.float16), acc, IEEE, INTERP, F32P)
+    else:
+        hi = _bf16(a, INTERP)
+        acc = _mm(hi, b, acc, IEEE, INTERP, F32P)
+        if MODE == 1:
+            acc = _mm(_bf16(a - hi.to(tl.float32), INTERP), b, acc, IEEE, INTERP, F32P)
     return acc
 
 
@@ -58,13 +62,14 @@ def _dot_a32(a, b, acc, MODE: tl.constexpr, IEEE: tl.constexpr, INTERP: tl.const
 def _dot_b32(a, b, acc, MODE: tl.constexpr, IEEE: tl.constexpr, INTERP: tl.constexpr, F32P: tl.constexpr):
     """acc + a @ b with b fp32, a in the input dtype; MODE as in _dot_a32."""
     if IEEE:
-        return _mm(a, b, acc, IEEE, INTERP, F32P)
-    if MODE == 2:
-        return _mm(a.to(tl.float16), b.to(tl.float16), acc, IEEE, INTERP, F32P)
-    hi = _bf16(b, INTERP)
-    acc = _mm(a, hi, acc, IEEE, INTERP, F32P)
-    if MODE == 1:
-        acc = _mm(a, _bf16(b - hi.to(tl.float32), INTERP), acc, IEEE, INTERP, F32P)
+        acc = _mm(a, b, acc, IEEE, INTERP, F32P)
+    elif MODE == 2:
+        acc = _mm(a.to(tl.float16), b.to(tl.float16), acc, IEEE, INTERP, F32P)
+    else:
+        hi = _bf16(b, INTERP)
+        acc = _mm(a, hi, acc, IEEE, INTERP, F32P)
+        if MODE == 1:
+            acc = _mm(a, _bf16(b - hi.to(tl.float32), INTERP), acc, IEEE, INTERP, F32P)
     return acc
 
 
@@ -81,8 +86,10 @@ def _q_state(b_q, state, BT: tl.constexpr, BV: tl.constexpr, MODE: tl.constexpr,
     if MODE == 2 and not IEEE:
         top = tl.reduce(tl.reduce(tl.abs(state), 1, _max), 0, _max)
         e = tl.ceil(tl.log2(top + 1e-30)) - 14.0
-        return _dot_b32(b_q, state * tl.exp2(-e), zeros, 2, IEEE, INTERP, F32P) * tl.exp2(e)
-    return _dot_b32(b_q, state, zeros, MODE, IEEE, INTERP, F32P)
+        out = _dot_b32(b_q, state * tl.exp2(-e), zeros, 2, IEEE, INTERP, F32P) * tl.exp2(e)
+    else:
+        out = _dot_b32(b_q, state, zeros, MODE, IEEE, INTERP, F32P)
+    return out
 
 
 @triton.jit
