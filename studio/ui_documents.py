@@ -45,7 +45,8 @@ class DocumentHandlers:
                     else:
                         errors.append(str(progress))
             error = views_html.error_html("; ".join(errors)) if errors else ""
-            yield ("", error, {"text": text, "files": []}) + self.view(uid, sid, settings=settings, draft=text)
+            view = self.view(uid, sid, settings=settings, draft=text)  # chat rows left alone: a reply may stream
+            yield ("", error, {"text": text, "files": []}) + view[:1] + (skip(), skip()) + view[3:]
 
     def _not_pending(self, uid: int, sid: str, paths: list[str]) -> list[str]:
         """Paths whose file (same name and size) is not already waiting to be sent: the composer reports one

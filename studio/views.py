@@ -5,10 +5,22 @@ a list of OpenAI-style dicts; a thought panel is an assistant dict whose metadat
 a collapsible accordion: status "pending" = open with a spinner, "done" = closed).
 """
 import html
+import re
 
 THINKING_TITLE = "Thinking…"
 REASONING_INLINE_CHARS = 4000  # longer earlier reasoning is left out of the page until asked
 TRANSCRIPT_MESSAGES = 60  # messages of the active path put on the page at first ("show earlier" adds more)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CODE = re.compile(r"(```.*?(?:```|$)|`[^`\n]*`)", re.DOTALL)
+
+
+def display_text(text: str) -> str:
+    """Model or user text as chat Markdown: control characters dropped (they break the renderer) and `<` shown
+    as text outside code, so `<tags>` in reasoning or answers are not taken for HTML."""
+    pieces = _CODE.split(_CONTROL.sub("", text))
+    return "".join(piece if i % 2 else piece.replace("<", "&lt;") for i, piece in enumerate(pieces))
 
 
 def human_tokens(n: int) -> str:
@@ -48,7 +60,7 @@ def thought_message(reasoning: str, *, pending: bool, seconds: float = 0.0, toke
                     "log": f"{tokens:,} tokens · {human_seconds(seconds)}"}
     else:
         metadata = {"title": thought_title(seconds, tokens), "status": "done"}
-    return {"role": "assistant", "content": reasoning or "…", "metadata": metadata}
+    return {"role": "assistant", "content": display_text(reasoning) or "…", "metadata": metadata}
 
 
 def stats_title(stats: dict) -> str:
@@ -90,7 +102,7 @@ def answer_messages(content: str, reasoning: str, stats: dict, status: str, *,
                                         tokens=stats.get("reasoning_tokens") or 0))
     note = {"stopped": "\n\n*⏹ stopped*", "error": "\n\n*⚠ generation failed*"}.get(status, "")
     if content or note:
-        messages.append({"role": "assistant", "content": content + note})
+        messages.append({"role": "assistant", "content": display_text(content) + note})
     panel = stats_message(stats) if stats else None
     if panel:
         messages.append(panel)
@@ -123,7 +135,7 @@ def transcript(path: list[dict], attachments: list[dict] = (), *, show_reasoning
 def _message_rows(message: dict, docs: list[dict], show_reasoning: bool) -> list[dict]:
     if message["role"] == "user":
         chips = "".join(f"📎 `{d['name']}` · {human_tokens(d['num_tokens'])} tokens  \n" for d in docs)
-        return [{"role": "user", "content": (chips + "\n" if chips else "") + message["content"]}]
+        return [{"role": "user", "content": (chips + "\n" if chips else "") + display_text(message["content"])}]
     inline = show_reasoning or len(message["reasoning"]) <= REASONING_INLINE_CHARS
     return answer_messages(message["content"], message["reasoning"], message["stats"], message["status"],
                            include_reasoning=inline) or [{"role": "assistant", "content": "…"}]
@@ -228,7 +240,8 @@ class LiveReply:
             if self.reasoning:
                 rows.append(thought_message(self.reasoning, pending=self.thinking, seconds=self.thinking_seconds,
                                             tokens=self.reasoning_tokens))
-            rows.append({"role": "assistant", "content": self.answer or ("" if self.reasoning else "…")})
+            placeholder = "" if self.reasoning else "…"
+            rows.append({"role": "assistant", "content": display_text(self.answer) or placeholder})
             return [row for row in rows if row["content"]]
         stats = dict(self.stats)
         stats.setdefault("reasoning_tokens", self.reasoning_tokens)

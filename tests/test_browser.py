@@ -341,7 +341,7 @@ def test_screenshots(page, browser, server, tmp_path):
     out = ROOT / "assets" / "screenshots"
     out.mkdir(parents=True, exist_ok=True)
     page.locator("#m1-new").click()
-    set_limits(page, max_tokens=120, thinking_budget=40)
+    set_limits(page, max_tokens=64, thinking_budget=40)
     page.locator("#m1-composer input[type=file]").set_input_files(str(make_pdf(tmp_path / "quarterly-report.pdf", 6)))
     page.locator("#m1-chips .m1-chip").first.wait_for()
     send(page, "Summarise the attached report in three bullet points.")
@@ -353,7 +353,8 @@ def test_screenshots(page, browser, server, tmp_path):
     appendix.write_text("# Appendix\n\n| quarter | revenue |\n|---|---|\n| Q2 | 1.20 |\n| Q3 | 1.38 |\n" * 40)
     page.locator("#m1-composer input[type=file]").set_input_files(str(appendix))  # waits for the next message
     page.locator("#m1-chips .m1-chip").first.wait_for()
-    page.wait_for_timeout(300)
+    page.wait_for_function("() => [...document.querySelectorAll('#m1-chat .thought-group')].pop()"
+                           "?.innerText.split('\\n').length > 3")  # some thinking text on screen
     page.screenshot(path=str(out / "desktop.png"))
     page.locator("#m1-stop").click()
     phone_context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)

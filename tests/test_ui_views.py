@@ -151,3 +151,10 @@ def test_share_url_follows_the_proxy_and_root_path():
     proxied = SimpleNamespace(headers={"Host": "upstream", "X-Forwarded-Host": "chat.example.com",
                                        "X-Forwarded-Proto": "https"})
     assert share_url(proxied, "/studio/", "tok") == "https://chat.example.com/studio/share/tok"
+
+
+def test_display_text_drops_control_characters_and_shows_tags_as_text():
+    text = "a\x06b <end_of_document> x < y\n```html\n<b>bold</b>\n```\nand `<i>` inline\ttab"
+    shown = views.display_text(text)
+    assert shown == "ab &lt;end_of_document> x &lt; y\n```html\n<b>bold</b>\n```\nand `<i>` inline\ttab"
+    assert views.display_text("```\n<open fence") == "```\n<open fence"
