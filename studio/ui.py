@@ -6,6 +6,7 @@
 `StudioServices.concurrency` is how many replies generate at once; more wait in the queue, which shows their
 position on the chat.
 """
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def build_ui(services) -> gr.Blocks:
     with gr.Blocks(title="M1 Studio", fill_height=True, analytics_enabled=False) as demo:
         session_id, row_ids, selected = gr.State(None), gr.State([]), gr.State(None)
         limit = gr.State(views.TRANSCRIPT_MESSAGES)
-        saved = gr.BrowserState(None, storage_key="m1-studio-session")
+        saved = gr.BrowserState(None, storage_key="m1-studio-session", secret=_browser_secret(services))
         with gr.Sidebar(elem_id="m1-sidebar", width=300):
             new = gr.Button("+ New chat", elem_id="m1-new")
             query = gr.Textbox(placeholder="Search chats…", show_label=False, elem_id="m1-search")
@@ -149,6 +150,12 @@ def build_ui(services) -> gr.Blocks:
             button.click(_stepper(chat.version, step), [session_id, selected] + turn, [selected] + view, **quick)
     demo.queue(default_concurrency_limit=8)
     return demo
+
+
+def _browser_secret(services) -> str:
+    """A secret for the browser-stored session id that survives restarts (the id alone opens nothing: sessions
+    are checked against the logged-in user)."""
+    return hashlib.sha256(f"m1-studio:{getattr(services.store, 'path', '')}".encode()).hexdigest()
 
 
 def _stepper(method, step: int):
