@@ -131,6 +131,15 @@ def bench_ours(d, res):
         history = rand_prompt(H, 99 + H)
         run_request(eng, history, 8)
         follow = history + rand_prompt(64, 7)
+        if "--profile" in sys.argv:  # where a follow-up's time goes, in Python terms
+            import cProfile
+            import pstats
+            prof = cProfile.Profile()
+            prof.enable()
+            run_request(eng, history + rand_prompt(64, 8), 1)
+            torch.cuda.synchronize()
+            prof.disable()
+            pstats.Stats(prof).sort_stats("cumulative").print_stats(22)
         secs_reuse, final = sync_time(lambda: run_request(eng, follow, 1))
         assert final.stats["cached_tokens"] >= H - 1, final.stats
         for entry in list(eng.keeper.index.entries.values()):  # forget every kept state: a cold follow-up

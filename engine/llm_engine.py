@@ -98,7 +98,7 @@ class LLMEngine:
         if args.enable_state_reuse:
             device_bytes = args.device_state_bytes
             if device_bytes is None:
-                device_bytes = num_blocks * BLOCK_SIZE * self.cache.token_bytes // 4 + 4 * self.cache.slot_bytes
+                device_bytes = max(num_blocks * BLOCK_SIZE * self.cache.token_bytes // 4, 64 * self.cache.slot_bytes)
             keeper_args = (self.cache, self.cache_manager.blocks, device_bytes, args.host_state_bytes,
                            args.disk_state_bytes, args.disk_state_dir)
             self.keeper = SnapshotKeeper(*keeper_args) if tensor_parallel_size == 1 \
@@ -166,6 +166,7 @@ class LLMEngine:
         self.scheduler.abort(request_id)
         self.requests.pop(request_id, None)
         if self.keeper:
+            self.keeper.forget(request_id)
             self.keeper.flush()
 
     def force_tokens(self, request_id: str, token_ids: list[int]) -> None:
@@ -246,8 +247,12 @@ class LLMEngine:
         return logits
 
     def _on_release(self, seq: Sequence) -> None:
-        if self.keeper and seq.num_computed_tokens > 0:
+        if not self.keeper:
+            return
+        if seq.num_computed_tokens > 0:
             self.keeper.keep(seq, seq.num_computed_tokens, on_device=seq.status is not SequenceStatus.WAITING)
+        if seq.status is not SequenceStatus.WAITING:
+            self.keeper.forget(seq.request_id)
 
     def _token_update(self, req: Request, token: int, finished: bool) -> RequestUpdate:
         forced = req.push(token)

@@ -18,7 +18,7 @@ import torch
 from .block_manager import BlockAllocator, blocks_for
 from .cache import ModelCache
 from .sequence import Sequence
-from .state_cache import StateCache, StateEntry
+from .state_cache import StateCache, StateEntry, TokenChain
 
 
 @dataclass
@@ -47,8 +47,8 @@ class SnapshotKeeper:
         self.index = StateCache(tiers, mover=self._move)
         self.pending: list[tuple[list[int], object, int]] = []
         self.candidates: dict[str, StateEntry] = {}  # request id -> the entry its restore() query found
+        self.chains: dict[str, TokenChain] = {}  # request id -> its tokens' block hash chain
         self._names = itertools.count()
-        self._pin_host = cache.device_type == "cuda"
 
     def nbytes(self, num_tokens: int) -> int:
         return self.cache.slot_bytes + num_tokens * self.cache.token_bytes
@@ -57,9 +57,9 @@ class SnapshotKeeper:
     def keep(self, seq: Sequence, num_tokens: int, on_device: bool = True) -> None:
         """Copy the state of `seq.token_ids[:num_tokens]` (its slot must hold exactly that many tokens' state, and its
         blocks their KV) now; it enters the index at `flush()` so nothing moves during a step."""
-        tokens = seq.token_ids[:num_tokens]
         if num_tokens < 1:
             return
+        tokens, chain = self._chain_of(seq).prefix(num_tokens)
         states = {l: s[seq.state_slot].clone() for l, s in self.cache.states.items()}
         held = seq.block_table[:blocks_for(num_tokens, self.cache.block_size)]
         if on_device:
@@ -67,11 +67,11 @@ class SnapshotKeeper:
             handle = DeviceSnap(states, list(held), num_tokens)
         else:
             handle = self._to_host(DeviceSnap(states, list(held), num_tokens))
-        self.pending.append((tokens, handle, self.nbytes(num_tokens)))
+        self.pending.append((tokens, handle, self.nbytes(num_tokens), chain))
 
     def flush(self) -> None:
-        for tokens, handle, nbytes in self.pending:  # a newer snapshot of the same tokens replaces the older
-            self.index.put(tokens, handle, nbytes)
+        for tokens, handle, nbytes, chain in self.pending:  # a newer snapshot of the same tokens replaces the older
+            self.index.put(tokens, handle, nbytes, chain)
         self.pending.clear()
 
     def reclaim(self, num_blocks: int) -> int:
@@ -84,9 +84,21 @@ class SnapshotKeeper:
     # --- restoring --------------------------------------------------------------------------------------------
     def restorable(self, seq: Sequence) -> int:
         """How many leading tokens of `seq` a kept snapshot covers (a pure query, used by the scheduler)."""
-        entry, n = self.index.lookup(seq.token_ids)
+        tc = self._chain_of(seq)
+        entry, n = self.index.lookup(tc.tokens, chain=tc.chain)
         self.candidates[seq.request_id] = entry
         return n
+
+    def _chain_of(self, seq: Sequence) -> TokenChain:
+        tc = self.chains.get(seq.request_id)
+        if tc is None:
+            tc = self.chains[seq.request_id] = TokenChain(self.index.block_tokens)
+        return tc.extend_to(seq.token_ids)
+
+    def forget(self, request_id: str) -> None:
+        """The request is over: drop its cached hash chain."""
+        self.chains.pop(request_id, None)
+        self.candidates.pop(request_id, None)
 
     def restore_into(self, seq: Sequence) -> None:
         """Copy the snapshot of `seq.token_ids[:seq.num_cached_tokens]` into the slot and blocks `seq` now holds."""
@@ -119,7 +131,7 @@ class SnapshotKeeper:
     def _to_host(self, snap: DeviceSnap) -> HostSnap:
         rows = self.cache.rows(snap.blocks, snap.num_tokens)
         keys, values = self.cache.read_rows(rows)
-        host = lambda t: t.to("cpu").pin_memory() if self._pin_host else t.to("cpu", copy=True)
+        host = lambda t: t.to("cpu", copy=True)  # pageable: pinning each snapshot cost more than it saved
         return HostSnap({l: host(s) for l, s in snap.states.items()},
                         {l: host(k) for l, k in keys.items()}, {l: host(v) for l, v in values.items()})
 

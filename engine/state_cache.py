@@ -56,6 +56,27 @@ def _as_tokens(token_ids: Iterable[int]) -> array:
     return token_ids if isinstance(token_ids, array) and token_ids.typecode == "q" else array("q", token_ids)
 
 
+class TokenChain:
+    """An append-only token sequence (a request's) with the hash chain of its full blocks, computed once: the
+    admission lookup and every snapshot of the request reuse it instead of re-hashing up to 1M tokens each time."""
+
+    def __init__(self, block_tokens: int = KEY_BLOCK_TOKENS):
+        self.tokens, self.chain, self.block_tokens = array("q"), [], block_tokens
+
+    def extend_to(self, token_ids: list[int]) -> "TokenChain":
+        """Catch up with `token_ids`, which must extend what this chain has seen."""
+        if len(token_ids) > len(self.tokens):
+            self.tokens.extend(token_ids[len(self.tokens):])
+        size = self.block_tokens
+        while (len(self.chain) + 1) * size <= len(self.tokens):
+            j = len(self.chain)
+            self.chain.append(_next_hash(self.chain[-1] if self.chain else b"", self.tokens[j * size:(j + 1) * size]))
+        return self
+
+    def prefix(self, n: int) -> tuple[array, list[bytes]]:
+        return self.tokens[:n], self.chain[:n // self.block_tokens]
+
+
 class StateCache:
     """Longest-prefix lookup of kept snapshots over tiers with byte budgets and LRU demotion."""
 
@@ -88,8 +109,10 @@ class StateCache:
         tokens = _as_tokens(token_ids)
         return self.entries.get(self._key(tokens, self._chain(tokens, len(tokens) // self.block_tokens)))
 
-    def put(self, token_ids: Iterable[int], handle: object, nbytes: int) -> StateEntry:
+    def put(self, token_ids: Iterable[int], handle: object, nbytes: int,
+            chain: list[bytes] | None = None) -> StateEntry:
         """Keep a snapshot covering exactly `token_ids` in the first tier (replacing one with the same tokens).
+        `chain`: the hash chain of the full blocks of `token_ids`, if the caller has it (see TokenChain).
 
         Returns the entry; its `tier` is None if it was too large for every tier and has already been dropped.
         """
@@ -98,7 +121,8 @@ class StateCache:
             raise ValueError("put: token_ids is empty; a snapshot must cover at least one token")
         if nbytes < 0:
             raise ValueError(f"put: nbytes must be >= 0, got {nbytes}")
-        chain = self._chain(tokens, len(tokens) // self.block_tokens)
+        if chain is None or len(chain) != len(tokens) // self.block_tokens:
+            chain = self._chain(tokens, len(tokens) // self.block_tokens)
         key = self._key(tokens, chain)
         old = self.entries.get(key)
         if old is not None:
@@ -111,24 +135,26 @@ class StateCache:
         self._enforce(0)
         return entry
 
-    def lookup(self, token_ids: Iterable[int], max_len: int | None = None) -> tuple[StateEntry | None, int]:
+    def lookup(self, token_ids: Iterable[int], max_len: int | None = None,
+               chain: list[bytes] | None = None) -> tuple[StateEntry | None, int]:
         """Longest kept sequence that is a prefix of `token_ids`, with its length (pure: no stats, no LRU update).
 
         The match is at most `max_len`, by default `len(token_ids) - 1` so at least one token is left to prefill
-        (its logits give the next token). Returns (None, 0) on a miss.
+        (its logits give the next token). `chain`: the query's block hash chain, if known. Returns (None, 0) on a miss.
         """
-        query = token_ids if isinstance(token_ids, list) else list(token_ids)
+        query = _as_tokens(token_ids)
+        chain = chain or []
         limit, size = len(query) - 1 if max_len is None else min(max_len, len(query)), self.block_tokens
         best, node, j = None, b"", 0
         while True:
             for entry in self.by_node.get(node, ()):
                 n = entry.num_tokens
                 is_longer = n <= limit and (best is None or n > best.num_tokens)
-                if is_longer and entry.token_ids[j * size:] == array("q", query[j * size:n]):
+                if is_longer and entry.token_ids[j * size:] == query[j * size:n]:
                     best = entry
             if (j + 1) * size > limit:
                 break
-            node = _next_hash(node, array("q", query[j * size:(j + 1) * size]))
+            node = chain[j] if j < len(chain) else _next_hash(node, query[j * size:(j + 1) * size])
             j += 1
             if node not in self.node_refs:
                 break

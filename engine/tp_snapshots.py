@@ -26,21 +26,22 @@ class ShardedSnapshotKeeper(SnapshotKeeper):
         self._ids = itertools.count()
 
     def keep(self, seq: Sequence, num_tokens: int, on_device: bool = True) -> None:
-        tokens = seq.token_ids[:num_tokens]
-        if num_tokens < 1 or tokens in self.index:
+        if num_tokens < 1:
             return
+        tokens, chain = self._chain_of(seq).prefix(num_tokens)
         held = list(seq.block_table[:blocks_for(num_tokens, self.cache.block_size)])
         sid = next(self._ids)
         self.pool.call("snap_take", sid, seq.state_slot, held, num_tokens, on_device)
         if on_device:
             self.blocks.incref(held)
         self.pending.append((tokens, ShardedSnap(sid, held if on_device else [], num_tokens),
-                             self.nbytes(num_tokens)))
+                             self.nbytes(num_tokens), chain))
 
     def restore_into(self, seq: Sequence) -> None:
-        entry, n = self.index.match(seq.token_ids)
-        if entry is None or n != seq.num_cached_tokens:
+        entry, n = self.candidates.pop(seq.request_id, None), seq.num_cached_tokens
+        if entry is None or entry.tier is None or entry.num_tokens != n:
             raise RuntimeError(f"snapshot for request {seq.request_id!r} changed between scheduling and restore")
+        self.index.record_use(entry)
         self.pool.call("snap_restore", entry.handle.sid, seq.state_slot, list(seq.block_table), n)
 
     def _move(self, entry: StateEntry, src: str, dst: str | None):
