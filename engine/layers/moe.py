@@ -18,6 +18,9 @@ from ..quant import EXPERTS_INT8, quantize_rows
 from .param import Source, make_param, put
 
 
+TRITON_MAX_BF16_TOKENS = 512
+
+
 class SparseMoE(nn.Module):
     def __init__(self, cfg, dtype: torch.dtype, device=None, tp: TPGroup | None = None, quantization=None):
         super().__init__()
@@ -34,8 +37,8 @@ class SparseMoE(nn.Module):
         if self.quantized:
             self.w13_scale = make_param((E, 2 * self.local), torch.float32, device, self._load_w13_scale)
             self.w2_scale = make_param((E, H), torch.float32, device, self._load_w2_scale)
-        on_cuda = torch.device(device or "cpu").type == "cuda"
-        self.impl = os.environ.get("M1_MOE_IMPL") or ("triton" if on_cuda and self.quantized else "torch")
+        self.on_cuda = torch.device(device or "cpu").type == "cuda"
+        self.impl = os.environ.get("M1_MOE_IMPL")  # None: chosen per call (see _impl)
 
     # --- loading: (kind, expert) shard ids; kinds w1/w3/w2 per expert, gate_up/down for all experts -----------
     def _rows(self, base: int = 0) -> slice:
@@ -91,8 +94,18 @@ class SparseMoE(nn.Module):
         weights, ids = probs.topk(self.top_k, dim=-1)
         return (weights / weights.sum(-1, keepdim=True)).to(x.dtype), ids
 
+    def _impl(self, num_tokens: int) -> str:
+        """Triton on CUDA for int8 experts and for decode-sized bf16 batches (one weight-streaming launch instead of
+        a loop over experts: 111 -> 160 tok/s at batch 1 on an H100); cuBLAS per expert for long bf16 chunks, where
+        it beat our grouped GEMM (92k vs 65k tok/s at 128k). The CPU runs the PyTorch reference."""
+        if self.impl:
+            return self.impl
+        if not self.on_cuda:
+            return "torch"
+        return "triton" if self.quantized or num_tokens <= TRITON_MAX_BF16_TOKENS else "torch"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights, ids = self.route(x)
         scales = (self.w13_scale, self.w2_scale) if self.quantized else (None, None)
-        out = fused_moe(x, self.w13, self.w2, weights, ids, *scales, impl=self.impl)
+        out = fused_moe(x, self.w13, self.w2, weights, ids, *scales, impl=self._impl(x.shape[0]))
         return self.tp.all_reduce(out)
