@@ -140,8 +140,12 @@ def bench_ours(d, res):
             torch.cuda.synchronize()
             prof.disable()
             pstats.Stats(prof).sort_stats("cumulative").print_stats(22)
-        secs_reuse, final = sync_time(lambda: run_request(eng, follow, 1))
-        assert final.stats["cached_tokens"] >= H - 1, final.stats
+        samples = []
+        for i in range(5):  # median of several follow-ups, each a different new question on the same history
+            secs, final = sync_time(lambda: run_request(eng, history + rand_prompt(64, 100 + i), 1))
+            assert final.stats["cached_tokens"] >= H - 1, final.stats
+            samples.append(secs)
+        secs_reuse = sorted(samples)[2]
         for entry in list(eng.keeper.index.entries.values()):  # forget every kept state: a cold follow-up
             eng.keeper.index.discard(entry)
         secs_full, _ = sync_time(lambda: run_request(eng, follow, 1))
