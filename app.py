@@ -36,6 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--root-path", default="", help="URL prefix when served behind a reverse proxy")
     ap.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     engine = ap.add_argument_group("engine")
+    engine.add_argument("--backend", default="m1", choices=["m1", "transformers", "vllm"],
+                        help="m1: our engine (state reuse, thinking budget); transformers / vllm: the seed's two "
+                             "paths (pip install -r requirements-backends.txt)")
     engine.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs to split the model over")
     engine.add_argument("--quantization", default=None, help="experts_int8 (int8 MoE experts), or none")
     engine.add_argument("--max-model-len", type=int, default=None,
@@ -109,12 +112,33 @@ def load_engine(args: argparse.Namespace):
 
     start = time.perf_counter()
     dtype = None if args.dtype == "auto" else args.dtype
+    if args.backend != "m1":
+        return load_other_backend(args, dtype)
     llm = LLMEngine(args.model, device=args.device, dtype=dtype, args=EngineArgs(max_model_len=args.max_model_len),
                     progress=progress, tensor_parallel_size=args.tensor_parallel_size,
                     quantization=args.quantization)
     print(f"model loaded in {time.perf_counter() - start:.1f} s on {llm.device} ({str(llm.dtype).split('.')[-1]}), "
           f"context window {llm.max_model_len:,} tokens", flush=True)
     return AsyncEngine(llm)
+
+
+def load_other_backend(args: argparse.Namespace, dtype):
+    """The seed's transformers (quanto int8) or vLLM (experts_int8) path behind the studio's engine interface."""
+    from engine.backends import make_backend
+    from engine.backends.async_adapter import BackendAsyncEngine
+    from engine.config import ModelConfig
+
+    if args.backend == "transformers":
+        import torch
+        on_cpu = args.device == "cpu" or not torch.cuda.is_available()
+        backend = make_backend("transformers", args.model, dtype=dtype or ("float32" if on_cpu else "bfloat16"),
+                               quantize_int8=args.quantization is not None, device_map=None if on_cpu else "auto")
+    else:
+        backend = make_backend("vllm", args.model, tensor_parallel_size=args.tensor_parallel_size,
+                               quantization=args.quantization, max_model_len=args.max_model_len)
+    window = args.max_model_len or ModelConfig.from_dir(args.model).max_position_embeddings
+    print(f"{args.backend} backend loaded (no state reuse across turns: that needs --backend m1)", flush=True)
+    return BackendAsyncEngine(backend, window)
 
 
 def main(argv=None) -> int:
@@ -137,7 +161,7 @@ def main(argv=None) -> int:
         print(f"NOTE: {config.model['note']}", flush=True)
     try:
         engine = load_engine(args)
-    except (ValueError, NotImplementedError, FileNotFoundError, MemoryError) as exc:
+    except (ValueError, NotImplementedError, FileNotFoundError, MemoryError, ImportError) as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     Path(args.data_dir).mkdir(parents=True, exist_ok=True)

@@ -178,6 +178,9 @@ def banner_html(*, random_weights: bool, state_reuse: bool, model_name: str, not
     if state_reuse:
         notes.append('<div class="m1-banner info">♻ State reuse is on: follow-up turns reuse the saved model '
                      "state and cost only their new tokens.</div>")
+    else:
+        notes.append('<div class="m1-banner info">State reuse is off: this backend re-reads the whole conversation '
+                     "every turn (only the m1 engine keeps the model state).</div>")
     return "".join(notes)
 
 

@@ -141,7 +141,7 @@ def test_session_lists_and_version_label():
     banner = views.banner_html(random_weights=True, state_reuse=True, model_name="tiny")
     assert "random" in banner and "State reuse is on" in banner
     noted = views.banner_html(random_weights=True, state_reuse=False, model_name="t", note="RANDOM <weights>")
-    assert "RANDOM &lt;weights&gt;" in noted and "State reuse" not in noted
+    assert "RANDOM &lt;weights&gt;" in noted and "State reuse is off" in noted and "is on" not in noted
 
 
 def test_share_url_follows_the_proxy_and_root_path():
