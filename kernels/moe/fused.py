@@ -42,6 +42,13 @@ def align(topk_ids: torch.Tensor, num_experts: int, block_m: int):
 
 
 @triton.jit
+def _add(a, b):
+    """tl.reduce's combiner. (tl.sum / tl.zeros live in triton.language.standard, whose jit functions cannot run
+    under the interpreter when triton was imported before TRITON_INTERPRET was set, as in a full test run.)"""
+    return a + b
+
+
+@triton.jit
 def _grouped_gemm(a_ptr, b_ptr, c_ptr, scale_ptr, w_ptr, sorted_ptr, expert_ptr, used_ptr,
                   N, K, num_slots, stride_am, stride_be, stride_bn, stride_cm, stride_se,
                   TOP_K: tl.constexpr, A_PER_TOKEN: tl.constexpr, HAS_SCALE: tl.constexpr, MUL_WEIGHT: tl.constexpr,
@@ -57,7 +64,7 @@ def _grouped_gemm(a_ptr, b_ptr, c_ptr, scale_ptr, w_ptr, sorted_ptr, expert_ptr,
     row = slot // TOP_K if A_PER_TOKEN else slot
     o_n = i_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_n = o_n < N
-    b_acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    b_acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
     for k0 in range(0, K, BLOCK_K):
         o_k = k0 + tl.arange(0, BLOCK_K)
         m_k = o_k < K
@@ -86,14 +93,14 @@ def _slot_gemv(a_ptr, b_ptr, c_ptr, scale_ptr, w_ptr, ids_ptr, N, K, stride_am, 
     row = i_s // TOP_K if A_PER_TOKEN else i_s
     o_n = i_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_n = o_n < N
-    b_acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    b_acc = tl.full((BLOCK_N,), 0.0, tl.float32)
     for k0 in range(0, K, BLOCK_K):
         o_k = k0 + tl.arange(0, BLOCK_K)
         m_k = o_k < K
         b_a = tl.load(a_ptr + row * stride_am + o_k, mask=m_k, other=0.0).to(tl.float32)
         b_b = tl.load(b_ptr + e * stride_be + o_n[:, None].to(tl.int64) * stride_bn + o_k[None, :],
                       mask=m_n[:, None] & m_k[None, :], other=0)
-        b_acc += tl.sum(b_b.to(tl.float32) * b_a[None, :], axis=1)
+        b_acc += tl.reduce(b_b.to(tl.float32) * b_a[None, :], 1, _add)
     if HAS_SCALE:
         b_acc = b_acc * tl.load(scale_ptr + e * stride_se + o_n, mask=m_n, other=0.0)
     if MUL_WEIGHT:
