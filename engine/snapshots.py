@@ -89,6 +89,14 @@ class SnapshotKeeper:
         self.candidates[seq.request_id] = entry
         return n
 
+    def _claim(self, seq: Sequence) -> StateEntry:
+        """The entry this sequence's admission query found, counted as used; it must still cover what was admitted."""
+        entry = self.candidates.pop(seq.request_id, None)
+        if entry is None or entry.tier is None or entry.num_tokens != seq.num_cached_tokens:
+            raise RuntimeError(f"snapshot for request {seq.request_id!r} changed between scheduling and restore")
+        self.index.record_use(entry)
+        return entry
+
     def _chain_of(self, seq: Sequence) -> TokenChain:
         tc = self.chains.get(seq.request_id)
         if tc is None:
@@ -102,10 +110,7 @@ class SnapshotKeeper:
 
     def restore_into(self, seq: Sequence) -> None:
         """Copy the snapshot of `seq.token_ids[:seq.num_cached_tokens]` into the slot and blocks `seq` now holds."""
-        entry, n = self.candidates.pop(seq.request_id, None), seq.num_cached_tokens
-        if entry is None or entry.tier is None or entry.num_tokens != n:
-            raise RuntimeError(f"snapshot for request {seq.request_id!r} changed between scheduling and restore")
-        self.index.record_use(entry)
+        entry, n = self._claim(seq), seq.num_cached_tokens
         rows = self.cache.rows(seq.block_table, n)
         handle = entry.handle if entry.tier != "disk" else HostSnap(**torch.load(entry.handle, weights_only=True))
         self.cache.write_slot(seq.state_slot, handle.states)

@@ -38,10 +38,7 @@ class ShardedSnapshotKeeper(SnapshotKeeper):
                              self.nbytes(num_tokens), chain))
 
     def restore_into(self, seq: Sequence) -> None:
-        entry, n = self.candidates.pop(seq.request_id, None), seq.num_cached_tokens
-        if entry is None or entry.tier is None or entry.num_tokens != n:
-            raise RuntimeError(f"snapshot for request {seq.request_id!r} changed between scheduling and restore")
-        self.index.record_use(entry)
+        entry, n = self._claim(seq), seq.num_cached_tokens
         self.pool.call("snap_restore", entry.handle.sid, seq.state_slot, list(seq.block_table), n)
 
     def _move(self, entry: StateEntry, src: str, dst: str | None):

@@ -1,7 +1,6 @@
 """`python app.py` on a loopback port with the tiny model, driven by the real `openai` client: streaming and not,
 reasoning/answer split, usage and cached tokens, stop strings, seeds, error shapes, keys, disconnect → abort."""
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ import openai
 import pytest
 
 import app
+from tests.app_server import running_app
 from engine.tokenizer import load_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,37 +21,11 @@ WINDOW = 4096
 HELLO = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "Hello there!"}]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_official, tmp_path_factory):
-    port, data = free_port(), tmp_path_factory.mktemp("data")
-    log = open(data / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "app.py", "--model", str(tiny_official), "--served-model-name", MODEL,
-                             "--port", str(port), "--data-dir", str(data), "--api-key", KEY,
-                             "--max-model-len", str(WINDOW), "--device", "cpu"],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            assert proc.poll() is None, (data / "server.log").read_text()
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.time() < deadline, "the app did not answer /health in 90 s"
-            time.sleep(0.3)
+    with running_app(["--model", str(tiny_official), "--served-model-name", MODEL, "--api-key", KEY,
+                      "--max-model-len", str(WINDOW), "--device", "cpu"], tmp_path_factory.mktemp("data")) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
 
 
 @pytest.fixture(scope="module")

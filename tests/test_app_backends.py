@@ -2,35 +2,15 @@
 that is not installed is refused with the pip command."""
 import subprocess
 import sys
-import time
-from pathlib import Path
 
-import httpx
 import openai
 
-from tests.test_api import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.app_server import ROOT, running_app
 
 
 def test_transformers_backend_serves_the_api_without_state_reuse(tiny_hf, tmp_path):
-    port = free_port()
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "app.py", "--model", str(tiny_hf), "--backend", "transformers",
-                             "--port", str(port), "--data-dir", str(tmp_path), "--max-model-len", "4096",
-                             "--device", "cpu"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.time() < deadline, "the app did not answer /health in 120 s"
-            time.sleep(0.3)
+    args = ["--model", str(tiny_hf), "--backend", "transformers", "--max-model-len", "4096", "--device", "cpu"]
+    with running_app(args, tmp_path) as base:
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0, timeout=120)
         model = client.models.list().data[0].id
         msgs = [{"role": "user", "content": "Hello there"}]
@@ -43,10 +23,6 @@ def test_transformers_backend_serves_the_api_without_state_reuse(tiny_hf, tmp_pa
         usage = chunks[-1].usage
         assert usage.completion_tokens == 4 and usage.prompt_tokens_details.cached_tokens in (0, None)
         assert "backend loaded (no state reuse" in (tmp_path / "server.log").read_text()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
 
 
 def test_missing_backend_is_refused_with_the_pip_command(tiny_official, tmp_path):
