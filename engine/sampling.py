@@ -45,18 +45,18 @@ def sample(logits: torch.Tensor, params: list[SamplingParams], generators: list[
     """logits [B, V] fp32 -> one token id per row. Ids >= vocab_limit (padding rows of the head) never come out."""
     if vocab_limit is not None and vocab_limit < logits.shape[-1]:
         logits = logits[:, :vocab_limit]
-    out = []
-    for row, p, g in zip(logits, params, generators):
-        if p.greedy:
-            out.append(int(row.argmax()))
-            continue
-        probs = torch.softmax(row / p.temperature, dim=-1)
-        if p.top_k:
-            kth = probs.topk(min(p.top_k, probs.numel())).values[-1]
-            probs = torch.where(probs >= kth, probs, 0)
-        if p.top_p < 1:
-            sorted_p, order = probs.sort(descending=True)
-            keep = sorted_p.cumsum(0) - sorted_p < p.top_p
-            probs = torch.zeros_like(probs).scatter(0, order, sorted_p * keep)
-        out.append(int(torch.multinomial(probs, 1, generator=g)))
-    return out
+    greedy = logits.argmax(-1).tolist() if any(p.greedy for p in params) else None  # one sync for the batch
+    return [greedy[i] if p.greedy else _draw(row, p, g) for i, (row, p, g) in enumerate(zip(logits, params, generators))]
+
+
+def _draw(row: torch.Tensor, p: SamplingParams, g: torch.Generator | None) -> int:
+    """One token from a row of logits with temperature, top-k and top-p."""
+    probs = torch.softmax(row / p.temperature, dim=-1)
+    if p.top_k:
+        kth = probs.topk(min(p.top_k, probs.numel())).values[-1]
+        probs = torch.where(probs >= kth, probs, 0)
+    if p.top_p < 1:
+        sorted_p, order = probs.sort(descending=True)
+        keep = sorted_p.cumsum(0) - sorted_p < p.top_p
+        probs = torch.zeros_like(probs).scatter(0, order, sorted_p * keep)
+    return int(torch.multinomial(probs, 1, generator=g))
