@@ -15,6 +15,7 @@ class ForwardContext:
     slot_mapping: torch.Tensor   # [T] long: KV-cache row each new token is written to
     kv_rows: list[torch.Tensor]  # N x [context_len] long: KV rows of each sequence's whole context, in order
     is_decode: bool              # every sequence has exactly one new token and a past
+    bounds: list[int] | None = None  # cu_seqlens on the host (layers that loop over sequences need no sync)
 
     @property
     def num_seqs(self) -> int:

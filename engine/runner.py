@@ -42,6 +42,7 @@ class ModelRunner:
             slot_mapping=torch.cat(slot_mapping).to(dev),
             kv_rows=kv_rows,
             is_decode=all(len(it.new_tokens) == 1 and it.past_len > 0 for it in items),
+            bounds=cu,
         )
         return torch.tensor(ids, dtype=torch.long, device=dev), ctx
 

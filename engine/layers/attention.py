@@ -56,7 +56,7 @@ class SoftmaxAttention(nn.Module):
         self.k_cache[ctx.slot_mapping] = k.to(self.k_cache.dtype)
         self.v_cache[ctx.slot_mapping] = v.to(self.v_cache.dtype)
         out = torch.empty_like(q)
-        bounds = ctx.cu_seqlens.tolist()
+        bounds = ctx.bounds if ctx.bounds is not None else ctx.cu_seqlens.tolist()
         for b, rows in enumerate(ctx.kv_rows):
             lo, hi = bounds[b], bounds[b + 1]
             out[lo:hi] = self._attend(q[lo:hi], self.k_cache[rows], self.v_cache[rows])
