@@ -195,6 +195,7 @@ def main_rank(rank: int, size: int, init_method: str | None, a) -> None:
     cache = ModelCache(local, max(a.batches), -(-need_rows // BLOCK) + max(a.batches), BLOCK, torch.bfloat16, DEV)
     runner = ModelRunner(model, cache, DEV)
     copy_bw, peak = copy_ceiling(), bf16_peak()
+    run_decode(runner, cache, 1, a.context, 3)  # warm-up: the first decode measured in a process ran ~6x slow
     rows = []
     for batch in a.batches:
         t = timed_safe(lambda: run_decode(runner, cache, batch, a.context, a.steps))
