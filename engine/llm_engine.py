@@ -31,6 +31,7 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
           "float16": torch.float16, "fp16": torch.float16}
 BLOCK_SIZE = 256
 CPU_DEFAULT_CONTEXT = 65_536
+KEEP_NEAR_END = 16  # a caller keep point this close to the prompt's end replaces the default one (one forward less)
 
 
 @dataclass
@@ -154,7 +155,8 @@ class LLMEngine:
         if params.max_tokens > limit:
             params = SamplingParams(**{**vars(params), "max_tokens": limit})
         seq = Sequence(request_id, list(prompt_token_ids), params)
-        keep_points = sorted({k for k in (*keep_at, n - 1) if 0 < k < n})
+        near_end = any(n - KEEP_NEAR_END <= k < n for k in keep_at)  # the caller's point serves regenerate too
+        keep_points = sorted({k for k in (*keep_at, *(() if near_end else (n - 1,))) if 0 < k < n})
         self.requests[request_id] = Request(seq, params, make_generator(params, self.device), self.tokenizer.stream(),
                                             self.tokenizer.eos_token_ids, keep_points, starts_in_reasoning,
                                             thinking_budget, self.close_think_ids)

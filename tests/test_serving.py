@@ -256,3 +256,15 @@ def test_several_keep_points_in_one_chunk_are_all_kept(tiny_official):
         engine.step()
     kept = sorted(e.num_tokens for e in engine.keeper.index.entries.values())
     assert {100, 250, 389} <= set(kept), kept
+
+
+def test_a_caller_keep_point_near_the_end_replaces_the_default_one(tiny_official):
+    engine = make_engine(tiny_official)
+    prompt = list(range(10, 400))  # 390 tokens; the generation prompt would end 3 tokens before a forced <think>
+    engine.add_request(prompt, GREEDY, keep_at=[387])
+    while engine.has_unfinished:
+        engine.step()
+    kept = {e.num_tokens for e in engine.keeper.index.entries.values()}
+    assert 387 in kept and 389 not in kept
+    _, final = run(engine, prompt + [5])  # a regenerate-like request still restores up to the caller's point
+    assert final.stats["cached_tokens"] >= 387
