@@ -59,7 +59,7 @@ def ensure_tiny_model(path: Path) -> None:
     """Write the tiny random-weights checkpoint at `path` if it is missing (atomically: safe to race)."""
     if (path / "config.json").is_file():
         return
-    from engine.tiny import write_checkpoint
+    from engine.model.tiny import write_checkpoint
     print(f"writing the tiny random-weights demo model to {path} ...", flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".m1-tiny-", dir=path.parent))
@@ -77,7 +77,7 @@ def resolve_checkpoint(model: str, source: str) -> str:
         return str(DEFAULT_MODEL)
     if Path(model).is_dir():
         return model
-    from engine.sources import resolve_model
+    from engine.model.sources import resolve_model
     return str(resolve_model(model, source=source))
 
 
@@ -97,8 +97,8 @@ def share_link(host: str, port: int, root_path: str, wait_s: float = 2.0) -> Non
 
 def load_engine(args: argparse.Namespace):
     """LLMEngine + AsyncEngine, with weight-loading progress on the console."""
-    from engine.async_engine import AsyncEngine
-    from engine.llm_engine import EngineArgs, LLMEngine
+    from engine.serving.async_engine import AsyncEngine
+    from engine.serving.llm_engine import EngineArgs, LLMEngine
 
     last, tty = [-1], sys.stdout.isatty()
 
@@ -126,7 +126,7 @@ def load_other_backend(args: argparse.Namespace, dtype):
     """The seed's transformers (quanto int8) or vLLM (experts_int8) path behind the studio's engine interface."""
     from engine.backends import make_backend
     from engine.backends.async_adapter import BackendAsyncEngine
-    from engine.config import ModelConfig
+    from engine.model.config import ModelConfig
 
     if args.backend == "transformers":
         import torch
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
     import uvicorn
 
     from studio.server import ServerConfig, build_app
-    from studio.store import SessionStore
+    from studio.store.store import SessionStore
 
     api_keys = args.api_key + ([os.environ["M1_API_KEY"]] if os.environ.get("M1_API_KEY") else [])
     config = ServerConfig(args.model, args.served_model_name, args.data_dir, api_keys, args.auth,

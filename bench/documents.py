@@ -18,7 +18,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from studio.documents import estimate_tokens, read_document, split_for_counting  # noqa: E402
+from studio.documents.documents import estimate_tokens, read_document, split_for_counting  # noqa: E402
 
 DEFAULT_MERGES = "/work/shared/data/minimax_m1_merges.txt"
 

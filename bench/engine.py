@@ -18,11 +18,11 @@ import zlib
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import engine.worker as worker_mod  # noqa: E402
-from engine.llm_engine import EngineArgs, LLMEngine  # noqa: E402
-from engine.sampling import SamplingParams  # noqa: E402
-from engine.tiny import hf_config, official_config  # noqa: E402
-from engine.tokenizer import write_tokenizer_files  # noqa: E402
+import engine.runtime.worker as worker_mod  # noqa: E402
+from engine.serving.llm_engine import EngineArgs, LLMEngine  # noqa: E402
+from engine.serving.sampling import SamplingParams  # noqa: E402
+from engine.model.tiny import hf_config, official_config  # noqa: E402
+from engine.text.tokenizer import write_tokenizer_files  # noqa: E402
 
 QUICK = "--quick" in sys.argv
 LAYERS = int(sys.argv[sys.argv.index("--layers") + 1]) if "--layers" in sys.argv else 4

@@ -7,7 +7,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from engine import LLM, SamplingParams  # noqa: E402
-from engine.tiny import write_checkpoint  # noqa: E402
+from engine.model.tiny import write_checkpoint  # noqa: E402
 from tests.m1_reference import reference_logits  # noqa: E402
 
 
@@ -33,8 +33,8 @@ w = LLM(str(path), device="cuda", dtype="float32").generate(prompt_token_ids=ids
 print("greedy chunked (128-token chunks over a KV history) == one chunk:", c[0].outputs[0].token_ids == w[0].outputs[0].token_ids)
 q8 = LLM(str(path), device="cuda", dtype="bfloat16", quantization="experts_int8")
 print(f"cuda bf16 experts_int8: rel err vs fp64 reference = {rel(q8.logits(ids), ref):.2e}")
-from engine.layers.attention import SoftmaxAttention  # noqa: E402
-from engine.config import ModelConfig  # noqa: E402
+from engine.model.layers.attention import SoftmaxAttention  # noqa: E402
+from engine.model.config import ModelConfig  # noqa: E402
 import json  # noqa: E402
 cfg = ModelConfig.from_dict({**json.load(open(path / "config.json")), "num_attention_heads": 64, "num_key_value_heads": 8,
                              "head_dim": 128, "rotary_dim": 64})

@@ -21,13 +21,14 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from engine.cache import ModelCache  # noqa: E402
-from engine.config import ModelConfig  # noqa: E402
-from engine.memory_plan import weights_per_gpu  # noqa: E402
-from engine.model import MiniMaxM1  # noqa: E402
-from engine.parallel import TPGroup, free_port, init_group  # noqa: E402
-from engine.runner import ModelRunner, StepItem  # noqa: E402
-from engine.worker import local_config  # noqa: E402
+from engine.runtime.cache import ModelCache  # noqa: E402
+from engine.model.config import ModelConfig  # noqa: E402
+from engine.model.memory_plan import weights_per_gpu  # noqa: E402
+from engine.model.model import MiniMaxM1  # noqa: E402
+from engine.model.tp_group import TPGroup, init_group  # noqa: E402
+from engine.runtime.parallel import free_port  # noqa: E402
+from engine.runtime.runner import ModelRunner, StepItem  # noqa: E402
+from engine.runtime.worker import local_config  # noqa: E402
 from kernels.moe import fused_moe  # noqa: E402
 
 M1 = dict(architectures=["MiniMaxM1ForCausalLM"], hidden_size=6144, intermediate_size=9216, num_attention_heads=64,

@@ -1,5 +1,5 @@
 """M1 Studio's inference engine for MiniMax-M1: `from engine import LLM, SamplingParams`."""
 from .llm import LLM, CompletionOutput, RequestOutput
-from .sampling import SamplingParams
+from .serving.sampling import SamplingParams
 
 __all__ = ["LLM", "SamplingParams", "RequestOutput", "CompletionOutput"]

@@ -8,11 +8,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from .chat_format import strip_think
-from .llm_engine import EngineArgs, LLMEngine
-from .reasoning import ReasoningSplitter
-from .sampling import SamplingParams
-from .tiny import write_checkpoint
+from .text.chat_format import strip_think
+from .serving.llm_engine import EngineArgs, LLMEngine
+from .text.reasoning import ReasoningSplitter
+from .serving.sampling import SamplingParams
+from .model.tiny import write_checkpoint
 
 DEFAULT_MODEL = Path("data/models/m1-tiny")
 DIM, RESET = "\033[2m", "\033[0m"

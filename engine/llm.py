@@ -3,10 +3,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .llm_engine import EngineArgs, LLMEngine
-from .runner import StepItem
-from .sampling import SamplingParams
-from .sequence import Sequence
+from .serving.llm_engine import EngineArgs, LLMEngine
+from .runtime.runner import StepItem
+from .serving.sampling import SamplingParams
+from .serving.sequence import Sequence
 
 
 @dataclass
@@ -26,12 +26,12 @@ class RequestOutput:
 
 class LLM:
     """Load an M1-architecture checkpoint (official or -hf layout; a directory, or a ModelScope / Hugging Face id
-    via engine/sources.py) and run it on our engine, optionally over `tensor_parallel_size` GPUs (CPU: gloo ranks)
+    via engine/model/sources.py) and run it on our engine, optionally over `tensor_parallel_size` GPUs (CPU: gloo ranks)
     and with `quantization="experts_int8"`. `close()` stops the worker ranks."""
 
     def __init__(self, model: str, *, device=None, dtype=None, tensor_parallel_size: int = 1, quantization=None,
                  max_model_len: int | None = None, progress=None, source: str = "auto", **engine_args):
-        from .sources import load_progress, resolve_model
+        from .model.sources import load_progress, resolve_model
         model = str(resolve_model(model, source=source))
         if progress is True:  # a tqdm bar over the checkpoint's tensors
             progress = load_progress()

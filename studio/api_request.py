@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from fastapi.responses import JSONResponse
 
-from engine.sampling import SamplingParams
+from engine.serving.sampling import SamplingParams
 from studio.generation import THINK_START
 
 MAX_STOP_STRINGS = 4

@@ -16,13 +16,13 @@ cannot fit the window is refused before anything is stored, with a message sayin
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from engine.chat_format import ROLE_HEADERS
+from engine.text.chat_format import ROLE_HEADERS
 from studio.chat_settings import ChatSettings
-from studio.documents import DEFAULT_MAX_BYTES, check_fits as check_document_fits, read_document
+from studio.documents.documents import DEFAULT_MAX_BYTES, check_fits as check_document_fits, read_document
 from studio.generation import THINK_START, ChatEvent, Generation
 from studio.prompt import Prompt, PromptEncoder, check_fits, encode, user_content
-from studio.store import NotFound
-from studio.store_budget import summarize
+from studio.store.store import NotFound
+from studio.store.budget import summarize
 
 __all__ = ["ChatEvent", "ChatRequest", "ChatService", "ChatSettings"]
 STORE_STATUS = {"done": "done", "length": "done", "stopped": "stopped", "error": "error"}

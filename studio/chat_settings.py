@@ -12,7 +12,7 @@ each earlier answer is replayed as `<think>\\n{reasoning}\\n</think>\\n{answer}`
 """
 from dataclasses import asdict, dataclass, fields
 
-from engine.sampling import SamplingParams
+from engine.serving.sampling import SamplingParams
 
 SYSTEM_PRESETS = {
     "General": "You are a helpful assistant.",

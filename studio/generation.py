@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator
 from contextlib import suppress
 from dataclasses import dataclass, field
 
-from engine.outputs import RequestUpdate
-from engine.reasoning import ReasoningSplitter
-from engine.sampling import SamplingParams
+from engine.serving.outputs import RequestUpdate
+from engine.text.reasoning import ReasoningSplitter
+from engine.serving.sampling import SamplingParams
 
 THINK_START = "<think>\n"
 THINK_CLOSE = "\n</think>\n"

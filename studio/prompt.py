@@ -3,7 +3,7 @@
 `PromptEncoder` encodes exactly as the tokenizer's encode_chat, but remembers the ids of long pieces (earlier
 turns, documents) so a follow-up turn in a long session only tokenizes its new text.
 
-The texts come from the session store (studio.store_prompt: history, documents inlined in the user message of
+The texts come from the session store (studio.store.prompt: history, documents inlined in the user message of
 their turn); this module adds the turn being sent (before it is stored), encodes with the engine's chat format
 and appends the forced "<think>\\n" with its keep point.
 """
@@ -11,9 +11,9 @@ from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from engine import chat_format
+from engine.text import chat_format
 from studio.generation import THINK_START
-from studio.store_prompt import document_block
+from studio.store.prompt import document_block
 
 
 class ContextOverflow(ValueError):

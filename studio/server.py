@@ -2,7 +2,7 @@
 
     app = build_app(async_engine, store, ServerConfig(model_dir="data/models/m1-tiny"))
 
-`mount_ui` puts the studio at `/` (studio.ui: `gr.mount_gradio_app(app, blocks, path="/", auth=...)`); it is
+`mount_ui` puts the studio at `/` (studio.ui.ui: `gr.mount_gradio_app(app, blocks, path="/", auth=...)`); it is
 called last so /v1 and /health keep precedence.
 """
 import asyncio
@@ -65,5 +65,5 @@ def build_app(async_engine, store, config: ServerConfig) -> FastAPI:
 
 def mount_ui(app: FastAPI, chat: ChatService, config: ServerConfig) -> None:
     """The studio at `/`: the Gradio page, the read-only share route and the login (studio.ui.mount_ui)."""
-    from studio.ui import mount_ui as mount_studio
+    from studio.ui.ui import mount_ui as mount_studio
     mount_studio(app, chat, config)

@@ -1,7 +1,7 @@
 """Shared fixtures: tiny M1 checkpoints in both real layouts (written once per test session)."""
 import pytest
 
-from engine.tiny import write_checkpoint
+from engine.model.tiny import write_checkpoint
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import pytest
 
 import app
 from tests.app_server import running_app
-from engine.tokenizer import load_tokenizer
+from engine.text.tokenizer import load_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "test-key"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.block_manager import BlockAllocator, CacheManager, SlotPool, blocks_for
-from engine.sequence import Sequence, SequenceStatus
+from engine.serving.block_manager import BlockAllocator, CacheManager, SlotPool, blocks_for
+from engine.serving.sequence import Sequence, SequenceStatus
 
 ENGINE_DIR = Path(__file__).resolve().parents[1] / "engine"
 
@@ -29,7 +29,7 @@ def make_seq(request_id="r", num_prompt_tokens=5) -> Sequence:
 
 
 def test_modules_import_without_torch():
-    result = import_without_package_init("engine.sequence", "engine.block_manager")
+    result = import_without_package_init("engine.serving.sequence", "engine.serving.block_manager")
     assert result.returncode == 0, result.stderr
 
 

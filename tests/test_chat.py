@@ -4,10 +4,10 @@ import asyncio
 
 import pytest
 
-from engine.async_engine import AsyncEngine
-from engine.llm_engine import EngineArgs, LLMEngine
+from engine.serving.async_engine import AsyncEngine
+from engine.serving.llm_engine import EngineArgs, LLMEngine
 from studio.chat import ChatService, ChatSettings
-from studio.store import SessionStore
+from studio.store.store import SessionStore
 
 WINDOW = 4096
 DOC = "Quarterly report. Revenue grew by 12 percent while costs stayed flat. " * 20

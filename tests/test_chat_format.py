@@ -5,9 +5,9 @@ The golden strings were checked against the official M1 tokenizer_config.json te
 """
 import pytest
 
-from engine import chat_format
-from engine.chat_format import render, segments, strip_think
-from engine.tokenizer import load_tokenizer, write_tokenizer_files
+from engine.text import chat_format
+from engine.text.chat_format import render, segments, strip_think
+from engine.text.tokenizer import load_tokenizer, write_tokenizer_files
 
 BOD, BOS, EOS = "<begin_of_document>", "<beginning_of_sentence>", "<end_of_sentence>"
 GEN = f"{BOS}ai name=assistant\n"

@@ -7,7 +7,7 @@ import pytest
 from tokenizers.pre_tokenizers import ByteLevel
 
 import fixtures_docs as fx
-from studio.documents import (ContextOverflowError, DocumentError, check_fits, estimate_tokens, read_document,
+from studio.documents.documents import (ContextOverflowError, DocumentError, check_fits, estimate_tokens, read_document,
                               split_for_counting)
 
 _PRE = ByteLevel(add_prefix_space=False, use_regex=True)

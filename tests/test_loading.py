@@ -7,9 +7,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from engine import LLM
-from engine.config import ConfigError, ModelConfig
-from engine.layers.param import WeightError
-from engine.model import MiniMaxM1
+from engine.model.config import ConfigError, ModelConfig
+from engine.model.layers.param import WeightError
+from engine.model.model import MiniMaxM1
 
 ALPHA = 3.5565588200778455
 REAL_M1 = {

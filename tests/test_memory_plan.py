@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from engine.config import ModelConfig
-from engine.memory_plan import GB, MemoryPlanError, plan_memory
-from engine.model import MiniMaxM1
-from engine.parallel import TPGroup
+from engine.model.config import ModelConfig
+from engine.model.memory_plan import GB, MemoryPlanError, plan_memory
+from engine.model.model import MiniMaxM1
+from engine.model.tp_group import TPGroup
 from tests.test_loading import REAL_M1
 
 H100 = 85_520_809_984   # torch.cuda.mem_get_info total of an 80 GB H100

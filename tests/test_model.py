@@ -2,7 +2,7 @@
 import torch
 
 from engine import LLM, SamplingParams
-from engine.tiny import write_checkpoint
+from engine.model.tiny import write_checkpoint
 from tests.m1_reference import reference_logits
 
 
@@ -41,7 +41,7 @@ def test_both_layouts_give_identical_logits(tiny_llm, tiny_hf):
 
 
 def test_prefill_then_decode_equals_one_forward(tiny_llm):
-    from engine.runner import StepItem
+    from engine.runtime.runner import StepItem
     ids = random_ids(tiny_llm, 530, seed=4)
     full = tiny_llm.logits(ids)
     llm, blocks = tiny_llm, list(range(tiny_llm.cache.num_blocks))
@@ -54,7 +54,7 @@ def test_prefill_then_decode_equals_one_forward(tiny_llm):
 
 
 def test_chunked_prefill_with_initial_state_equals_one_forward(tiny_llm):
-    from engine.runner import StepItem
+    from engine.runtime.runner import StepItem
     ids = random_ids(tiny_llm, 600, seed=5)
     full = tiny_llm.logits(ids)
     tiny_llm.cache.clear_slot(0)

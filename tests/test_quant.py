@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from engine import LLM, SamplingParams
-from engine.quant import dequantize_rows, quantize_rows, write_int8_checkpoint
+from engine.model.quant import dequantize_rows, quantize_rows, write_int8_checkpoint
 
 GREEDY = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True)
 

@@ -1,7 +1,7 @@
 """Streaming reasoning/answer splitter for M1 output, and the <tool_calls> parser."""
 import pytest
 
-from engine.reasoning import Event, ReasoningSplitter, parse_tool_calls, remove_tool_calls, split
+from engine.text.reasoning import Event, ReasoningSplitter, parse_tool_calls, remove_tool_calls, split
 
 # (generated text, starts_in_reasoning, expected reasoning, expected answer, reasoning unfinished)
 CASES = {

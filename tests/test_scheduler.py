@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from engine.block_manager import CacheManager
-from engine.scheduler import LENGTH_EXCEEDED, Scheduler
-from engine.sequence import Sequence, SequenceStatus
+from engine.serving.block_manager import CacheManager
+from engine.serving.scheduler import LENGTH_EXCEEDED, Scheduler
+from engine.serving.sequence import Sequence, SequenceStatus
 from test_block_manager import import_without_package_init
 
 EOS = 0
@@ -84,7 +84,7 @@ def solo_completion(seq: Sequence) -> list[int]:
 
 
 def test_scheduler_imports_without_torch():
-    result = import_without_package_init("engine.scheduler")
+    result = import_without_package_init("engine.serving.scheduler")
     assert result.returncode == 0, result.stderr
 
 

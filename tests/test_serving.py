@@ -4,10 +4,10 @@ import asyncio
 import pytest
 import torch
 
-from engine.async_engine import AsyncEngine
-from engine.chat_format import strip_think
-from engine.llm_engine import EngineArgs, LLMEngine
-from engine.sampling import SamplingParams
+from engine.serving.async_engine import AsyncEngine
+from engine.text.chat_format import strip_think
+from engine.serving.llm_engine import EngineArgs, LLMEngine
+from engine.serving.sampling import SamplingParams
 
 GREEDY = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
 

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from engine import LLM
-from engine.sources import SourceError, load_progress, resolve_model, split_source
+from engine.model.sources import SourceError, load_progress, resolve_model, split_source
 
 
 @pytest.fixture

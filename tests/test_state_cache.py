@@ -6,11 +6,11 @@ import random
 
 import pytest
 
-import engine.state_cache as state_cache
-from engine.block_manager import CacheManager
-from engine.scheduler import Scheduler
-from engine.sequence import Sequence
-from engine.state_cache import StateCache
+import engine.serving.state_cache as state_cache
+from engine.serving.block_manager import CacheManager
+from engine.serving.scheduler import Scheduler
+from engine.serving.sequence import Sequence
+from engine.serving.state_cache import StateCache
 from test_block_manager import import_without_package_init
 
 
@@ -37,7 +37,7 @@ def where(cache: StateCache) -> dict[str, list[str]]:
 
 
 def test_state_cache_imports_without_torch():
-    result = import_without_package_init("engine.state_cache")
+    result = import_without_package_init("engine.serving.state_cache")
     assert result.returncode == 0, result.stderr
 
 

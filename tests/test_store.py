@@ -8,10 +8,10 @@ import pytest
 from tokenizers.pre_tokenizers import ByteLevel
 
 import fixtures_docs as fx
-from studio.documents import read_document
-from studio.store import DEFAULT_TITLE, NotFound, SessionStore
-from studio.store_schema import SCHEMA_VERSION, fts5_trigram_available, migrate
-from studio.store_search import search_sessions
+from studio.documents.documents import read_document
+from studio.store.store import DEFAULT_TITLE, NotFound, SessionStore
+from studio.store.schema import SCHEMA_VERSION, fts5_trigram_available, migrate
+from studio.store.search import search_sessions
 
 _PRE = ByteLevel(add_prefix_space=False, use_regex=True)
 

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from engine import chat_format
-from engine.tokenizer import ENCODE_SLICE_CHARS, load_tokenizer, read_merges, write_tokenizer_files
+from engine.text import chat_format
+from engine.text.tokenizer import ENCODE_SLICE_CHARS, load_tokenizer, read_merges, write_tokenizer_files
 
 TEXTS = {
     "ascii": "Hello world! The quick brown fox, 12345 times.\n\tIndented  double  spaces   end ",

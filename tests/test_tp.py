@@ -10,8 +10,8 @@ import torch
 from safetensors import safe_open
 
 from engine import LLM, SamplingParams
-from engine.tiny import write_checkpoint
-from engine.weights import checkpoint_files
+from engine.model.tiny import write_checkpoint
+from engine.model.weights import checkpoint_files
 
 GREEDY = SamplingParams(temperature=0, max_tokens=10, ignore_eos=True)
 
@@ -65,7 +65,7 @@ def test_tp2_greedy_generation_equals_tp1(tp, tiny_official, tiny_llm):
 
 
 def test_two_all_reduces_per_layer_in_a_decode_step(tp, tiny_official):
-    from engine.runner import StepItem
+    from engine.runtime.runner import StepItem
     llm = tp.get(tiny_official)
     blocks = list(range(4))
     llm.runner.run([StepItem(ids(40), 0, 0, blocks)])
@@ -139,9 +139,9 @@ def test_fewer_kv_heads_than_ranks_replicates_them(tp, tmp_path_factory):
 
 
 def test_vocab_shard_pads_the_last_rank():
-    from engine.layers.embed_head import VocabParallelEmbedding
-    from engine.layers.param import Source
-    from engine.parallel import TPGroup
+    from engine.model.layers.embed_head import VocabParallelEmbedding
+    from engine.model.layers.param import Source
+    from engine.model.tp_group import TPGroup
     full = torch.arange(30.0).view(10, 3)
     shards = [VocabParallelEmbedding(10, 3, TPGroup(r, 3), torch.float32) for r in range(3)]
     for shard in shards:

@@ -1,4 +1,4 @@
-"""Tests of the studio's view-model functions (studio/views.py, studio/views_html.py): plain data in, page data out.
+"""Tests of the studio's view-model functions (studio/ui/views.py, studio/ui/views_html.py): plain data in, page data out.
 
     .venv/bin/python -m pytest -q tests/test_ui_views.py
 """
@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from studio import views, views_html
-from studio.store_budget import summarize
+from studio.ui import views, views_html
+from studio.store.budget import summarize
 
 
 def test_human_tokens_and_seconds():
@@ -145,7 +145,7 @@ def test_session_lists_and_version_label():
 
 
 def test_share_url_follows_the_proxy_and_root_path():
-    from studio.ui_session import share_url
+    from studio.ui.session import share_url
     direct = SimpleNamespace(headers={"host": "127.0.0.1:7860"})
     assert share_url(direct, "", "tok") == "http://127.0.0.1:7860/share/tok"
     proxied = SimpleNamespace(headers={"Host": "upstream", "X-Forwarded-Host": "chat.example.com",

@@ -9,8 +9,8 @@ import threading
 import uuid
 from types import SimpleNamespace
 
-from ..outputs import RequestUpdate
-from ..sampling import SamplingParams
+from ..serving.outputs import RequestUpdate
+from ..serving.sampling import SamplingParams
 
 
 class BackendAsyncEngine:

@@ -10,8 +10,8 @@ import uuid
 from typing import Iterable, Iterator
 
 from ..llm import CompletionOutput, RequestOutput
-from ..outputs import RequestUpdate
-from ..sampling import SamplingParams
+from ..serving.outputs import RequestUpdate
+from ..serving.sampling import SamplingParams
 
 
 class BackendNotInstalled(ImportError):

@@ -2,7 +2,7 @@
 path uses AsyncEngine directly). The only backend with state reuse across turns."""
 import threading
 
-from ..llm_engine import LLMEngine
+from ..serving.llm_engine import LLMEngine
 from .base import Backend
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from ..sampling import SamplingParams
-from ..tokenizer import load_tokenizer
+from ..serving.sampling import SamplingParams
+from ..text.tokenizer import load_tokenizer
 from .base import Backend, require
 
 QUANTO_PIP = "optimum-quanto==0.2.7"

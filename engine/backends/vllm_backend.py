@@ -5,8 +5,8 @@ after that); prefix caching is off because vLLM cannot reuse lightning state.
 """
 import threading
 
-from ..sampling import SamplingParams
-from ..tokenizer import load_tokenizer
+from ..serving.sampling import SamplingParams
+from ..text.tokenizer import load_tokenizer
 from .base import Backend, BackendNotInstalled, installed_version, require
 
 VLLM_PIP = "'vllm>=0.9.2,<=0.23.0'"

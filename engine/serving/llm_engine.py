@@ -1,0 +1,281 @@
+"""`LLMEngine`: continuous batching over the model — add requests, `step()`, read updates; sessions reuse state.
+
+One step = scheduler picks decodes + prefill chunks -> kept state is restored into newly admitted sequences ->
+one packed forward -> sample -> text deltas with stop strings held back -> finished requests keep their state.
+"""
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .block_manager import CacheManager
+from ..runtime.cache import ModelCache
+from ..model.config import ModelConfig
+from ..model.memory_plan import plan_memory
+from .outputs import RequestUpdate
+from ..runtime.parallel import ParallelRunner, WorkerPool
+from ..model.quant import check_quantization, stored_quantization
+from .request import Request
+from ..runtime.runner import StepItem
+from .sampling import SamplingParams, make_generator, sample
+from .scheduler import LENGTH_EXCEEDED, Scheduler
+from .sequence import Sequence, SequenceStatus
+from .snapshots import SnapshotKeeper
+from ..text.tokenizer import load_tokenizer
+from .tp_snapshots import ShardedSnapshotKeeper
+from ..runtime.worker import ShardSpec, check_tp, local_config
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+BLOCK_SIZE = 256
+CPU_DEFAULT_CONTEXT = 65_536
+KEEP_NEAR_END = 16  # a caller keep point this close to the prompt's end replaces the default one (one forward less)
+
+
+@dataclass
+class EngineArgs:
+    """Serving limits; None means "derive from the device" (CPU: modest fixed sizes; CUDA: from free memory)."""
+    max_model_len: int | None = None
+    max_num_seqs: int = 32
+    max_num_batched_tokens: int = 8192
+    prefill_chunk_size: int = 8192
+    kv_cache_tokens: int | None = None
+    gpu_memory_utilization: float = 0.9
+    enable_state_reuse: bool = True
+    device_state_bytes: int | None = None
+    host_state_bytes: int = 8 << 30
+    disk_state_bytes: int = 0
+    disk_state_dir: str | None = None
+
+
+def resolve_dtype(dtype, device: torch.device, cfg: ModelConfig) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.float32 if device.type == "cpu" else DTYPES.get(cfg.torch_dtype, torch.bfloat16)
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)} or a torch.dtype, got {dtype!r}")
+    return DTYPES[dtype]
+
+
+class LLMEngine:
+    """`tensor_parallel_size=N` runs ranks 1..N-1 in worker processes (one per GPU; gloo ranks on CPU) that this
+    engine drives; `quantization="experts_int8"` keeps the experts int8 (also chosen by an int8 checkpoint)."""
+
+    def __init__(self, model: str, *, device=None, dtype=None, args: EngineArgs | None = None, progress=None,
+                 tensor_parallel_size: int = 1, quantization: str | None = None):
+        if not Path(model).is_dir():
+            raise FileNotFoundError(f"model path {model!r} is not a directory (expected a checkpoint with config.json)")
+        self.args = args = args or EngineArgs()
+        self.model_dir = str(model)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.config = cfg = ModelConfig.from_dir(model)
+        self.dtype = resolve_dtype(dtype, self.device, cfg)
+        self.tokenizer = load_tokenizer(model)
+        default_len = CPU_DEFAULT_CONTEXT if self.device.type == "cpu" else 1 << 20
+        self.max_model_len = args.max_model_len or min(cfg.max_position_embeddings, default_len)
+        self.tp_size = tensor_parallel_size
+        check_tp(cfg, tensor_parallel_size)
+        planned = check_quantization(quantization, stored_quantization(cfg.raw))
+        if self.device.type == "cuda":
+            self.memory_plan = plan_memory(cfg, tensor_parallel_size, planned, self.dtype,
+                                           torch.cuda.mem_get_info(self.device)[1], args.gpu_memory_utilization,
+                                           self.max_model_len, args.max_num_seqs)
+            print(self.memory_plan.describe())
+            self.memory_plan.check()
+        self.workers = WorkerPool(ShardSpec(self.model_dir, self.dtype, str(self.device), quantization),
+                                  tensor_parallel_size, progress)
+        local = self.workers.local
+        self.model, self.quantization = local.model, local.quantization
+        self.load_stats = local.load_stats
+        num_blocks = self._num_kv_blocks()
+        self.workers.call("make_cache", args.max_num_seqs, num_blocks, BLOCK_SIZE)
+        self.cache = local.cache
+        self.runner = local.runner if tensor_parallel_size == 1 else ParallelRunner(self.workers)
+        self.cache_manager = CacheManager(num_blocks, BLOCK_SIZE, args.max_num_seqs)
+        self.keeper = None
+        if args.enable_state_reuse:
+            device_bytes = args.device_state_bytes
+            if device_bytes is None:
+                device_bytes = max(num_blocks * BLOCK_SIZE * self.cache.token_bytes // 4, 64 * self.cache.slot_bytes)
+            keeper_args = (self.cache, self.cache_manager.blocks, device_bytes, args.host_state_bytes,
+                           args.disk_state_bytes, args.disk_state_dir)
+            self.keeper = SnapshotKeeper(*keeper_args) if tensor_parallel_size == 1 \
+                else ShardedSnapshotKeeper(self.workers, *keeper_args)
+        self.scheduler = Scheduler(args.max_num_seqs, max(args.max_num_batched_tokens, args.max_num_seqs),
+                                   args.prefill_chunk_size, self.cache_manager, self.tokenizer.eos_token_ids,
+                                   restore=self.keeper.restorable if self.keeper else None,
+                                   on_release=self._on_release,
+                                   reclaim=self.keeper.reclaim if self.keeper else None)
+        self.requests: dict[str, Request] = {}
+        self.close_think_ids = self.tokenizer.encode("\n</think>\n")
+
+    def close(self) -> None:
+        """Stop the tensor-parallel worker processes (nothing to do at size 1)."""
+        self.workers.close()
+
+    def _num_kv_blocks(self) -> int:
+        tokens = self.args.kv_cache_tokens
+        if tokens is None and self.device.type == "cuda":
+            free = min(self.workers.call_all("free_memory"))
+            cfg = local_config(self.config, self.workers.tp)
+            states = self.args.max_num_seqs * ModelCache.bytes_per_slot(cfg)
+            budget = free * self.args.gpu_memory_utilization - states - (2 << 30)
+            tokens = int(budget // max(ModelCache.bytes_per_token(cfg, self.dtype), 1))
+            if tokens < BLOCK_SIZE:
+                raise MemoryError(f"no room for a KV cache on {self.device}: {free / 2**30:.1f} GiB free after weights")
+        if tokens is None:  # CPU: room for two full-length sequences
+            tokens = 2 * self.max_model_len
+        return max(1, -(-min(tokens, 4 * self.max_model_len) // BLOCK_SIZE))
+
+    # --- requests ---------------------------------------------------------------------------------------------
+    def add_request(self, prompt_token_ids: list[int], params: SamplingParams | None = None,
+                    request_id: str | None = None, keep_at: list[int] = (), *, starts_in_reasoning: bool = False,
+                    thinking_budget: int | None = None) -> str:
+        """Queue a request. `keep_at`: prompt positions whose state later turns will restore (the prompt minus
+        its last token is always kept). `starts_in_reasoning`: the prompt opened the think block. When
+        `thinking_budget` reasoning tokens are out, the engine writes the block's close itself and the answer follows."""
+        params = params or SamplingParams()
+        n = len(prompt_token_ids)
+        if n == 0:
+            raise ValueError("the prompt is empty")
+        if n >= self.max_model_len:
+            raise ValueError(f"the prompt has {n} tokens; the context window is {self.max_model_len} tokens "
+                             f"(over by {n - self.max_model_len + 1})")
+        lo, hi = min(prompt_token_ids), max(prompt_token_ids)
+        if lo < 0 or hi >= self.config.vocab_size:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"token id {bad} is outside the model's vocabulary [0, {self.config.vocab_size})")
+        if thinking_budget is not None and thinking_budget < 0:
+            raise ValueError(f"thinking_budget must be >= 0, got {thinking_budget}")
+        request_id = request_id or uuid.uuid4().hex
+        limit = self.max_model_len - n
+        if params.max_tokens > limit:
+            params = SamplingParams(**{**vars(params), "max_tokens": limit})
+        seq = Sequence(request_id, list(prompt_token_ids), params)
+        near_end = any(n - KEEP_NEAR_END <= k < n for k in keep_at)  # the caller's point serves regenerate too
+        keep_points = sorted({k for k in (*keep_at, *(() if near_end else (n - 1,))) if 0 < k < n})
+        self.requests[request_id] = Request(seq, params, make_generator(params, self.device), self.tokenizer.stream(),
+                                            self.tokenizer.eos_token_ids, keep_points, starts_in_reasoning,
+                                            thinking_budget, self.close_think_ids)
+        self.scheduler.add(seq)
+        return request_id
+
+    def abort(self, request_id: str) -> None:
+        """Stop a request now: its slot and blocks are free when this returns."""
+        self.scheduler.abort(request_id)
+        self.requests.pop(request_id, None)
+        if self.keeper:
+            self.keeper.forget(request_id)
+            self.keeper.flush()
+
+    def force_tokens(self, request_id: str, token_ids: list[int]) -> None:
+        """Append tokens to a running generation as if sampled (e.g. `</think>` to end the reasoning now)."""
+        req = self.requests.get(request_id)
+        if req is not None and not req.seq.is_finished:
+            self._append_forced(req, token_ids)
+
+    def _append_forced(self, req: Request, token_ids: list[int]) -> None:
+        for t in token_ids:
+            req.seq.append_token(t)
+            req.push(t)
+
+    @property
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_unfinished
+
+    # --- one step ---------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def step(self) -> list[RequestUpdate]:
+        out = self.scheduler.schedule()
+        updates = [self._finish_update(self.requests.pop(s.request_id)) for s in out.finished
+                   if s.request_id in self.requests]
+        if out.is_empty:
+            return updates
+        for seq in out.restored:
+            self.keeper.restore_into(seq)
+        sample_ids = {s.request_id for s in out.sample_seqs}
+        scheduled = out.scheduled
+        logits = self._forward(scheduled)
+        rows = [i for i, (seq, _) in enumerate(scheduled) if seq.request_id in sample_ids]
+        sampled_seqs = [scheduled[i][0] for i in rows]
+        reqs = [self.requests[s.request_id] for s in sampled_seqs]
+        tokens = sample(logits[rows], [r.params for r in reqs], [r.generator for r in reqs],
+                        vocab_limit=self.tokenizer.vocab_size) if rows else []
+        sampled = {s.request_id: t for s, t in zip(sampled_seqs, tokens)}
+        finished = {s.request_id for s in self.scheduler.postprocess(out, sampled)}
+        for seq, n in scheduled:
+            req = self.requests.get(seq.request_id)
+            if req is None:
+                continue
+            if seq.request_id in sampled:
+                updates.append(self._token_update(req, sampled[seq.request_id], seq.request_id in finished))
+            else:
+                updates.append(RequestUpdate(seq.request_id, prefill_done=seq.num_computed_tokens,
+                                             prefill_total=seq.num_prompt_tokens))
+        if self.keeper:
+            self.keeper.flush()
+        return updates
+
+    def _forward(self, scheduled: list[tuple[Sequence, int]]) -> torch.Tensor:
+        """Run the step; where a chunk crosses keep points, run it in parts and keep the state at each point.
+
+        Keep points are prompt positions whose state follow-up turns will restore: by default the prompt minus its
+        last token (regenerate; a restore must leave one token to run), plus any the caller named (e.g. the end of
+        the chat template's generation prompt, before a forced `<think>`). Returns each item's last-token logits."""
+        parts = []
+        for seq, n in scheduled:
+            start = seq.num_computed_tokens
+            points = [k for k in self.requests[seq.request_id].keep_points if start <= k < start + n] \
+                if self.keeper else []
+            if points and points[0] == start:
+                self.keeper.keep(seq, start)
+            bounds = [start] + [k for k in points if k > start] + [start + n]
+            parts.append(list(zip(bounds, bounds[1:])))
+        logits = None
+        for r in range(max(len(p) for p in parts)):
+            idx = [i for i, p in enumerate(parts) if len(p) > r]
+            for i in idx if r else ():
+                self.keeper.keep(scheduled[i][0], parts[i][r][0])
+            items = [StepItem(s.token_ids[a:b], a, s.state_slot, s.block_table)
+                     for s, (a, b) in ((scheduled[i][0], parts[i][r]) for i in idx)]
+            out = self.runner.run(items)
+            if logits is None:
+                logits = out
+            else:
+                logits[idx] = out
+        return logits
+
+    def _on_release(self, seq: Sequence) -> None:
+        if not self.keeper:
+            return
+        if seq.num_computed_tokens > 0:
+            self.keeper.keep(seq, seq.num_computed_tokens, on_device=seq.status is not SequenceStatus.WAITING)
+        if seq.status is not SequenceStatus.WAITING:
+            self.keeper.forget(seq.request_id)
+
+    def _token_update(self, req: Request, token: int, finished: bool) -> RequestUpdate:
+        forced = req.push(token)
+        if forced and not finished:
+            self._append_forced(req, forced)
+        rid = req.seq.request_id
+        if req.stop_hit and not finished:
+            self.scheduler.abort(rid)
+            finished = True
+        if finished:
+            return self._finish_update(self.requests.pop(rid), [token])
+        update = req.delta()
+        update.token_ids = [token]
+        return update
+
+    def _finish_update(self, req: Request, tokens=()) -> RequestUpdate:
+        seq, error = req.seq, None
+        if seq.finish_reason == LENGTH_EXCEEDED:
+            error = f"the request needs {seq.num_tokens} tokens of KV cache; the cache holds " \
+                    f"{self.cache_manager.num_blocks * BLOCK_SIZE}"
+        return req.finish(tokens, error)
+
+    def state_stats(self) -> dict:
+        return self.keeper.index.stats() if self.keeper else {}

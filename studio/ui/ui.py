@@ -1,0 +1,207 @@
+"""The M1 Studio page (Gradio 6 Blocks): components and event wiring only; handlers live in ui_chat / ui_session.
+
+    mount_ui(app, chat, config)      # studio.server's hook, called after the API routes: the studio at /
+    build_ui(StudioServices(chat, store, ...))      # the Blocks alone
+
+`StudioServices.concurrency` is how many replies generate at once; more wait in the queue, which shows their
+position on the chat.
+"""
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from studio.ui import views
+from studio.chat_settings import MAX_OUTPUT_TOKENS, SYSTEM_PRESETS
+from studio.ui.chat import ChatHandlers
+from studio.ui.page import add_share_route, header_html, theme
+from studio.ui.session import SessionHandlers
+from studio.ui.values import DEFAULT_SETTINGS
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+FILE_TYPES = [".pdf", ".docx", ".xlsx", ".pptx", ".html", ".htm", ".md", ".txt", ".csv", ".tsv", ".json", ".py",
+              ".js", ".ts", ".java", ".c", ".cpp", ".h", ".go", ".rs", ".rb", ".sh", ".sql", ".yaml", ".yml", ".toml",
+              ".xml", ".tex", ".ipynb"]
+CHAT_HEIGHT = "calc(100dvh - 370px)"  # the page fits the window: header, controls, composer and meter below
+CLOSE_SIDEBAR_ON_PHONE = """() => { if (window.innerWidth < 700) {
+    const bar = document.querySelector('#m1-sidebar.open .toggle-button'); if (bar) bar.click(); } }"""
+LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False},
+         {"left": "\\[", "right": "\\]", "display": True}, {"left": "\\(", "right": "\\)", "display": False}]
+
+
+def build_ui(services) -> gr.Blocks:
+    """The studio Blocks for these services (not launched; see mount_ui)."""
+    sessions = SessionHandlers(services)
+    chat = ChatHandlers(services, sessions)
+    engine_slots = getattr(services, "concurrency", None) or 4
+    with gr.Blocks(title="M1 Studio", fill_height=True, analytics_enabled=False) as demo:
+        session_id, row_ids, selected = gr.State(None), gr.State([]), gr.State(None)
+        limit = gr.State(views.TRANSCRIPT_MESSAGES)
+        saved = gr.BrowserState(None, storage_key="m1-studio-session", secret=_browser_secret(services))
+        with gr.Sidebar(elem_id="m1-sidebar", width=300):
+            new = gr.Button("+ New chat", elem_id="m1-new")
+            query = gr.Textbox(placeholder="Search chats…", show_label=False, elem_id="m1-search")
+            session_list = gr.Radio([], label="Chats", elem_id="m1-sessions", container=False)
+            with gr.Accordion("This chat", open=False, elem_id="m1-this-chat"):
+                title = gr.Textbox(label="Title", elem_id="m1-title")
+                with gr.Row():
+                    rename = gr.Button("Rename", size="sm", elem_id="m1-rename")
+                    delete = gr.Button("Delete", size="sm", variant="stop", elem_id="m1-delete")
+                with gr.Row():
+                    export_md = gr.Button("Export .md", size="sm", elem_id="m1-export-md")
+                    export_json = gr.Button("Export .json", size="sm", elem_id="m1-export-json")
+                download = gr.File(label="Download", visible=True, interactive=False, elem_id="m1-download",
+                                   height=80)
+                importer = gr.UploadButton("Import .json", file_types=[".json"], size="sm", elem_id="m1-import")
+            with gr.Accordion("Share (read-only link)", open=False, elem_id="m1-share"):
+                share_reasoning = gr.Checkbox(True, label="Include reasoning")
+                share_documents = gr.Checkbox(False, label="Include document text")
+                with gr.Row():
+                    share = gr.Button("Create link", size="sm", elem_id="m1-share-create")
+                    revoke = gr.Button("Revoke", size="sm", elem_id="m1-share-revoke")
+                share_link = gr.Textbox(label="Link", interactive=False, elem_id="m1-share-url", buttons=["copy"])
+            with gr.Accordion("Settings", open=False, elem_id="m1-settings"):
+                preset = gr.Radio(list(SYSTEM_PRESETS) + ["Custom"], value=DEFAULT_SETTINGS[0],
+                                  label="System prompt preset")
+                system = gr.Textbox(DEFAULT_SETTINGS[1], label="System prompt", lines=3, max_lines=8)
+                temperature = gr.Slider(0, 2, DEFAULT_SETTINGS[2], step=0.05, label="Temperature")
+                top_p = gr.Slider(0.05, 1, DEFAULT_SETTINGS[3], step=0.01, label="Top-p")
+                max_tokens = gr.Slider(16, MAX_OUTPUT_TOKENS, DEFAULT_SETTINGS[4], step=16, elem_id="m1-max-tokens",
+                                       label="Max output tokens (reserved in the window)")
+                thinking_budget = gr.Number(DEFAULT_SETTINGS[5], precision=0, minimum=0,
+                                            label="Thinking budget (tokens, 0 = unlimited)",
+                                            elem_id="m1-thinking-budget")
+                replay = gr.Checkbox(DEFAULT_SETTINGS[6], label="Replay earlier thinking to the model")
+        whoami = gr.HTML(header_html(""), elem_id="m1-top")
+        gr.HTML(views.banner_html(random_weights=getattr(services, "random_weights", False),
+                                  state_reuse=getattr(services, "state_reuse", True),
+                                  model_name=getattr(services, "model_name", ""),
+                                  note=getattr(services, "model_note", "")), elem_id="m1-banners")
+        chatbot = gr.Chatbot(elem_id="m1-chat", height=CHAT_HEIGHT, min_height=300, show_label=False,
+                             editable="user",
+                             latex_delimiters=LATEX, buttons=["copy", "copy_all"], feedback_options=None,
+                             layout="bubble", autoscroll=True,
+                             placeholder="### M1 Studio\nAsk anything, or attach long documents: the whole text "
+                                         "goes into the 1M-token context.")
+        with gr.Row(elem_id="m1-controls"):
+            version = gr.Markdown("", elem_id="m1-version")
+            older = gr.Button("◀", size="sm", elem_id="m1-prev")
+            newer = gr.Button("▶", size="sm", elem_id="m1-next")
+            regenerate = gr.Button("↻ Regenerate", size="sm", elem_id="m1-regenerate")
+            answer_now = gr.Button("⏭ Answer now", size="sm", elem_id="m1-answer-now")
+            stop = gr.Button("■ Stop", size="sm", variant="stop", elem_id="m1-stop")
+            earlier = gr.Button("Show earlier", size="sm", elem_id="m1-earlier")
+            show_reasoning = gr.Checkbox(False, label="Load earlier thinking", elem_id="m1-show-reasoning",
+                                         container=False)
+        progress = gr.HTML("", elem_id="m1-progress")
+        with gr.Row(elem_id="m1-chips-row"):
+            chips = gr.HTML("", elem_id="m1-chips")
+            clear_docs = gr.Button("Remove attachments", size="sm", elem_id="m1-clear-docs", scale=0)
+        composer = gr.MultimodalTextbox(elem_id="m1-composer", file_types=FILE_TYPES, file_count="multiple",
+                                        placeholder="Message M1, or attach documents…", show_label=False,
+                                        submit_btn=True, stop_btn=True, autofocus=True, max_lines=12)
+        error = gr.HTML("", elem_id="m1-error")
+        meter = gr.HTML("", elem_id="m1-meter")
+
+        panel = [preset, system, temperature, top_p, max_tokens, thinking_budget, replay]
+        view = [session_id, chatbot, row_ids, session_list, title, meter, chips, version, saved]
+        stream = [progress, error, composer] + view
+        engine = dict(concurrency_limit=engine_slots, concurrency_id="engine", show_progress="minimal",
+                      show_progress_on=[meter])  # the queue position shows on the meter
+        quick = dict(show_progress="hidden")
+
+        demo.load(sessions.load, [saved], view + panel + [whoami], **quick)
+        demo.load(None, js=CLOSE_SIDEBAR_ON_PHONE)
+        for trigger in (new.click, chatbot.clear):
+            trigger(sessions.new_chat, None, view + panel, **quick)
+        session_list.input(sessions.switch, [session_list], view + panel, **quick)
+        query.change(sessions.search, [query, session_id], [session_list], trigger_mode="always_last", **quick)
+        rename.click(sessions.rename, [session_id, title], [session_list], **quick)
+        delete_armed = gr.State(None)
+        delete.click(sessions.delete, [session_id, delete_armed], [delete_armed, delete] + view + panel, **quick)
+        export_md.click(_exporter(sessions.export, "md"), [session_id], [download], **quick)
+        export_json.click(_exporter(sessions.export, "json"), [session_id], [download], **quick)
+        importer.upload(sessions.import_file, [importer], view + panel, **quick)
+        share.click(sessions.share, [session_id, share_reasoning, share_documents], [share_link], **quick)
+        revoke.click(sessions.revoke, [session_id], [share_link], **quick)
+        preset.input(lambda name: SYSTEM_PRESETS.get(name, ""), [preset], [system], **quick)
+        for control in (system, max_tokens):
+            control.change(sessions.meter, [session_id] + panel, [meter], trigger_mode="always_last", **quick)
+
+        render = [session_id, show_reasoning, limit] + panel
+        show_reasoning.input(sessions.refresh, render, view, **quick)
+        earlier.click(lambda n: n + views.TRANSCRIPT_MESSAGES, [limit], [limit], **quick).then(
+            sessions.refresh, render, view, **quick)
+        composer.change(sessions.attach, [composer, session_id] + panel, stream, trigger_mode="always_last",
+                        **quick)
+        clear_docs.click(sessions.clear_pending, [session_id] + panel, [chips, meter], **quick)
+
+        turn = [show_reasoning, limit] + panel
+        composer.submit(chat.send, [composer, session_id] + turn, stream, **engine)
+        regenerate.click(chat.regenerate, [session_id, row_ids, selected] + turn, stream, **engine)
+        chatbot.retry(chat.regenerate, [session_id, row_ids, gr.State(None)] + turn, stream, **engine)
+        chatbot.edit(chat.edit, [session_id, row_ids] + turn, stream, **engine)
+        for trigger in (stop.click, composer.stop):
+            trigger(chat.stop, [session_id], None, concurrency_limit=None, **quick)
+        answer_now.click(chat.answer_now, [session_id], None, concurrency_limit=None, **quick)
+        chatbot.select(chat.select, [row_ids], [selected, version], **quick)
+        for button, step in ((older, -1), (newer, 1)):
+            button.click(_stepper(chat.version, step), [session_id, selected] + turn, [selected] + view, **quick)
+    demo.queue(default_concurrency_limit=8)
+    return demo
+
+
+def _browser_secret(services) -> str:
+    """A secret for the browser-stored session id that survives restarts (the id alone opens nothing: sessions
+    are checked against the logged-in user)."""
+    return hashlib.sha256(f"m1-studio:{getattr(services.store, 'path', '')}".encode()).hexdigest()
+
+
+def _stepper(method, step: int):
+    """A version-arrow handler: method(request, step, ...) with the step fixed."""
+    def handler(request: gr.Request, *values):
+        return method(request, step, *values)
+    return handler
+
+
+def _exporter(method, fmt: str):
+    """An export handler for one format."""
+    def handler(request: gr.Request, sid):
+        return method(request, sid, fmt)
+    return handler
+
+
+@dataclass
+class StudioServices:
+    """What the page needs, taken from the ChatService and the server's config (see studio.server)."""
+    chat: object
+    store: object
+    model_name: str = ""
+    random_weights: bool = False
+    model_note: str = ""
+    state_reuse: bool = True
+    max_upload_bytes: int = 100 * 1024 * 1024
+    root_path: str = ""
+    concurrency: int = 4
+
+    @classmethod
+    def from_server(cls, chat, config) -> "StudioServices":
+        """From studio.server's ChatService and ServerConfig."""
+        engine = getattr(chat.engine, "engine", None)
+        return cls(chat, chat.store, config.model_name, config.model["random_weights"], config.model["note"],
+                   getattr(getattr(engine, "args", None), "enable_state_reuse", True),
+                   config.max_upload_mb * 1024 * 1024, config.root_path or "",
+                   getattr(getattr(engine, "args", None), "max_num_seqs", 4))
+
+
+def mount_ui(app, chat, config):
+    """studio.server's hook: add the share page route, then mount the studio at / of the FastAPI app, with a
+    login page when config.auth lists users (each then sees only their own sessions)."""
+    services = StudioServices.from_server(chat, config)
+    add_share_route(app, services.store)
+    return gr.mount_gradio_app(app, build_ui(services), path="/", auth=list(config.auth) or None,
+                               root_path=config.root_path or None, max_file_size=f"{config.max_upload_mb}mb",
+                               theme=theme(), css_paths=[ASSETS / "style.css"],
+                               favicon_path=str(ASSETS / "logo.svg"), footer_links=[],
+                               auth_message="M1 Studio: sign in to see your chats.")
