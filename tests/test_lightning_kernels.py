@@ -108,6 +108,7 @@ def test_prefill_reads_strided_views_of_interleaved_qkv():
     o, state = lightning_prefill(q, k, v, slopes, impl="triton")
     ref_o, ref_state = naive.recurrence(q, k, v, slopes)
     check("strided qkv", o, ref_o, TOL[torch.bfloat16])
+    check("  final state", state[0], ref_state, STATE_TOL[torch.bfloat16])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])

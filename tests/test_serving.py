@@ -115,8 +115,11 @@ def test_restore_is_bit_identical(tiny_official):
     engine.keeper.restore_into(seq)
     for l, s in engine.cache.states.items():
         assert torch.equal(s[seq.state_slot], entry.handle.states[l])
-    keys, _ = engine.cache.read_rows(engine.cache.rows(seq.block_table, n))
+    keys, values = engine.cache.read_rows(engine.cache.rows(seq.block_table, n))
+    assert keys.keys() == values.keys() == entry.handle.keys.keys() == entry.handle.values.keys()
     assert all(torch.equal(keys[l], entry.handle.keys[l]) for l in keys)
+    assert all(torch.equal(values[l], entry.handle.values[l]) for l in values)
+    assert not any(torch.equal(keys[l], values[l]) for l in keys)  # K and V differ, so a V-from-K restore fails
 
 
 def test_preemption_under_a_tiny_kv_pool_keeps_outputs(tiny_official):
