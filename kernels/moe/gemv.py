@@ -47,7 +47,8 @@ def _route_kernel(ids_ptr, sorted_ptr, block_expert_ptr, S, E, BM: tl.constexpr,
     same_before = (ids[None, :] == ids[:, None]) & (o_s[None, :] < o_s[:, None])
     rank = tl.reduce(same_before.to(tl.int32), 1, _add)
     pos = tl.reduce(onehot * first[None, :], 1, _add) * BM + rank
-    tl.store(sorted_ptr + tl.arange(0, NBP * BM), tl.full([NBP * BM], S, tl.int32), mask=tl.arange(0, NBP * BM) < NB * BM)
+    o_p = tl.arange(0, NBP * BM)
+    tl.store(sorted_ptr + o_p, tl.full([NBP * BM], S, tl.int32), mask=o_p < NB * BM)
     tl.debug_barrier()
     tl.store(sorted_ptr + pos, o_s, mask=o_s < S)
     inside = (o_b[:, None] >= first[None, :]) & (o_b[:, None] < (first + blocks)[None, :])  # [NBP, EP]
@@ -64,8 +65,8 @@ def _dot(a, w, acc, DOT_F32: tl.constexpr):
 
 
 @triton.jit
-def _gate_up_kernel(x, w, scale, h, part, sorted_ptr, block_expert_ptr, S, N, K, s_xm, s_we, s_wn, s_se,
-                    TOP_K: tl.constexpr, HAS_SCALE: tl.constexpr, SPLIT: tl.constexpr, DOT_F32: tl.constexpr,
+def _gate_up_kernel(x, w, scale, h, part, sorted_ptr, block_expert_ptr, S, N, K, s_xm, s_we, s_wn, s_se, SPLIT,
+                    TOP_K: tl.constexpr, HAS_SCALE: tl.constexpr, FUSE_SILU: tl.constexpr, DOT_F32: tl.constexpr,
                     BM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """N = I (one half of w13's 2I rows); w1 row n and w3 row I + n go together."""
     b, i_n, i_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -92,7 +93,7 @@ def _gate_up_kernel(x, w, scale, h, part, sorted_ptr, block_expert_ptr, S, N, K,
         acc_g = acc_g * tl.load(scale + e * s_se + o_n, mask=m_n, other=0.0)[None, :]
         acc_u = acc_u * tl.load(scale + e * s_se + N + o_n, mask=m_n, other=0.0)[None, :]
     m_out = m_m[:, None] & m_n[None, :]
-    if SPLIT == 1:
+    if FUSE_SILU:
         out = acc_g / (1.0 + tl.exp(-acc_g)) * acc_u
         tl.store(h + slot[:, None].to(tl.int64) * N + o_n[None, :], out.to(h.dtype.element_ty), mask=m_out)
     else:
@@ -102,7 +103,7 @@ def _gate_up_kernel(x, w, scale, h, part, sorted_ptr, block_expert_ptr, S, N, K,
 
 
 @triton.jit
-def _silu_mul_kernel(part, h, S, N, SPLIT: tl.constexpr, BLOCK: tl.constexpr):
+def _silu_mul_kernel(part, h, S, N, SPLIT, BLOCK: tl.constexpr):
     slot, i_n = tl.program_id(0), tl.program_id(1)
     o_n = i_n * BLOCK + tl.arange(0, BLOCK)
     m_n = o_n < N
@@ -116,9 +117,9 @@ def _silu_mul_kernel(part, h, S, N, SPLIT: tl.constexpr, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _down_kernel(h, w, scale, weights, part, sorted_ptr, block_expert_ptr, S, N, K, s_we, s_wn, s_se,
+def _down_kernel(h, w, scale, weights, part, sorted_ptr, block_expert_ptr, S, N, K, s_we, s_wn, s_se, SPLIT,
                  HAS_SCALE: tl.constexpr, DOT_F32: tl.constexpr, BM: tl.constexpr, BLOCK_N: tl.constexpr,
-                 BLOCK_K: tl.constexpr, SPLIT: tl.constexpr):
+                 BLOCK_K: tl.constexpr):
     b, i_n, i_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     e = tl.load(block_expert_ptr + b)
     if e < 0:
@@ -143,7 +144,7 @@ def _down_kernel(h, w, scale, weights, part, sorted_ptr, block_expert_ptr, S, N,
 
 
 @triton.jit
-def _sum_slots_kernel(part, out, S, N, TOP_K: tl.constexpr, SPLIT: tl.constexpr, BLOCK: tl.constexpr):
+def _sum_slots_kernel(part, out, S, N, SPLIT, TOP_K: tl.constexpr, BLOCK: tl.constexpr):
     t, i_n = tl.program_id(0), tl.program_id(1)
     o_n = i_n * BLOCK + tl.arange(0, BLOCK)
     m_n = o_n < N
@@ -196,16 +197,16 @@ def moe_gemv(x, w13, w2, topk_weights, topk_ids, w13_scale=None, w2_scale=None, 
     dummy = h
     as_kernel(_gate_up_kernel, dev)[(NB, triton.cdiv(inter, bn), s13)](
         x, w13, w13_scale if w13_scale is not None else dummy, h, part13, sorted_ids, block_expert, S, inter, H,
-        x.stride(0), w13.stride(0), w13.stride(1), w13_scale.stride(0) if w13_scale is not None else 0,
-        TOP_K=top_k, HAS_SCALE=w13_scale is not None, SPLIT=s13, DOT_F32=dot_f32, BM=BLOCK_M, BLOCK_N=bn,
+        x.stride(0), w13.stride(0), w13.stride(1), w13_scale.stride(0) if w13_scale is not None else 0, s13,
+        TOP_K=top_k, HAS_SCALE=w13_scale is not None, FUSE_SILU=s13 == 1, DOT_F32=dot_f32, BM=BLOCK_M, BLOCK_N=bn,
         BLOCK_K=bk, **launch)
     if s13 > 1:
-        as_kernel(_silu_mul_kernel, dev)[(S, triton.cdiv(inter, 1024))](part13, h, S, inter, SPLIT=s13, BLOCK=1024)
+        as_kernel(_silu_mul_kernel, dev)[(S, triton.cdiv(inter, 1024))](part13, h, S, inter, s13, BLOCK=1024)
     part2 = torch.empty(s2, S, H, dtype=torch.float32, device=dev)
     as_kernel(_down_kernel, dev)[(NB, triton.cdiv(H, bn), s2)](
         h, w2, w2_scale if w2_scale is not None else dummy, weights, part2, sorted_ids, block_expert, S, H, inter,
-        w2.stride(0), w2.stride(1), w2_scale.stride(0) if w2_scale is not None else 0,
-        HAS_SCALE=w2_scale is not None, DOT_F32=dot_f32, BM=BLOCK_M, BLOCK_N=bn, BLOCK_K=bk, SPLIT=s2, **launch)
+        w2.stride(0), w2.stride(1), w2_scale.stride(0) if w2_scale is not None else 0, s2,
+        HAS_SCALE=w2_scale is not None, DOT_F32=dot_f32, BM=BLOCK_M, BLOCK_N=bn, BLOCK_K=bk, **launch)
     out = torch.empty(T, H, dtype=torch.float32 if interp else x.dtype, device=dev)
-    as_kernel(_sum_slots_kernel, dev)[(T, triton.cdiv(H, 1024))](part2, out, S, H, TOP_K=top_k, SPLIT=s2, BLOCK=1024)
+    as_kernel(_sum_slots_kernel, dev)[(T, triton.cdiv(H, 1024))](part2, out, S, H, s2, TOP_K=top_k, BLOCK=1024)
     return out.to(x.dtype)  # the interpreter truncates fp32 -> bf16; torch rounds to nearest
