@@ -47,8 +47,9 @@ def ms(fn):
     return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
 
 
-def graph_ms(fn):
-    """Median ms of replaying fn captured in a CUDA graph (no launch overhead)."""
+def graph_ms(fn, reps=1):
+    """Median ms per call of fn, `reps` calls captured in one CUDA graph: no launch overhead, and with reps > 1
+    the graph's own start (~5 µs) spread out, as inside a captured decode step."""
     if SMOKE:
         return ms(fn)
     stream = torch.cuda.Stream()
@@ -58,8 +59,13 @@ def graph_ms(fn):
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        fn()
-    return ms(graph.replay)
+        for _ in range(reps):
+            fn()
+    return ms(graph.replay) / reps
+
+
+def graph_reps(reps):
+    return lambda fn: graph_ms(fn, reps)
 
 
 def timed(row, name, fn, timer=ms):
@@ -102,28 +108,29 @@ def bench_attention(copy_bw):
             row = dict(N=N, ctx=ctx, splits=splits, kv_bytes=N * ctx * KVH * D * 2 * 2)
             run = lambda: paged_decode_attention(q, k_cache, v_cache, tables, lens, BLOCK, D ** -0.5, out=out)
             timed(row, "ms", run)
-            timed(row, "graph ms", run, graph_ms)
+            timed(row, "graph ms", run, graph_reps(20 if N * ctx <= 65536 else 3))
             if N == 1 and ctx <= 131072:
                 krow = (tables[0].long()[:, None] * BLOCK + torch.arange(BLOCK, device=DEV)).flatten()
-                timed(row, "engine sdpa ms", lambda: engine_sdpa(q[0], k_cache, v_cache, krow))
+                timed(row, "engine sdpa ms", lambda: engine_sdpa(q[:1], k_cache, v_cache, krow))
             best = min(row.get("ms", 1e9), row.get("graph ms", 1e9))
             row["TB/s"] = row["kv_bytes"] / (best * 1e-3) / 1e12
             row["% copy"] = 100 * row["kv_bytes"] / (best * 1e-3) / copy_bw
             rows.append(row)
             print("attention", row, flush=True)
-            if SWEEP and (N, ctx) in ((1, 131072), (8, 8192), (64, 8192), (1, 1024)):
+            if SWEEP and (N, ctx) in ((1, 256), (8, 256), (1, 8192), (1, 131072)):
                 sweep += sweep_attention(q, k_cache, v_cache, tables, lens, out, N, ctx, splits)
     return rows, sweep
 
 
 def sweep_attention(q, k_cache, v_cache, tables, lens, out, N, ctx, splits):
     res = []
-    tiles = [(64, 4, 2), (32, 4, 2), (64, 4, 3), (128, 4, 2), (128, 8, 2), (64, 8, 3), (32, 4, 4)]
+    tiles = [(64, 4, 2), (32, 4, 2), (64, 4, 3), (16, 4, 2)]
     for block_n, warps, stages in tiles:
-        for s in sorted({splits, splits * 2}):
+        for s in sorted({splits, 1, 2, 4, 8} if ctx <= 8192 else {splits, 2 * splits}):
             row = dict(N=N, ctx=ctx, block_n=block_n, warps=warps, stages=stages, splits=s)
             timed(row, "graph ms", lambda: attn_decode.triton_paged_decode_attention(
-                q, k_cache, v_cache, tables, lens, BLOCK, D ** -0.5, s, out, block_n, warps, stages), graph_ms)
+                q, k_cache, v_cache, tables, lens, BLOCK, D ** -0.5, s, out, block_n, warps, stages),
+                graph_reps(20 if ctx <= 8192 else 3))
             res.append(row)
             print("attention sweep", row, flush=True)
     return res
@@ -154,7 +161,7 @@ def bench_moe(copy_bw):
             row = dict(weights="int8" if int8 else "bf16", T=T, experts_read=used, bytes=nbytes)
             run = lambda: fused_moe(x, w13, w2, weights, ids, s13, s2, impl="triton")
             timed(row, "ms", run)
-            timed(row, "graph ms", run, graph_ms)
+            timed(row, "graph ms", run, graph_reps(10))
             saved, gemv.MAX_TOKENS = gemv.MAX_TOKENS, 0
             timed(row, "previous ms", run)
             gemv.MAX_TOKENS = saved
@@ -163,7 +170,7 @@ def bench_moe(copy_bw):
             row["previous % copy"] = 100 * nbytes / (row.get("previous ms", 1e9) * 1e-3) / copy_bw
             rows.append(row)
             print("moe", row, flush=True)
-            if SWEEP and int8:
+            if SWEEP and int8 and T == 1:
                 sweep += sweep_moe(x, w13, w2, weights, ids, s13, s2, T, nbytes, copy_bw)
         del w13, w2
     return rows, sweep
@@ -171,13 +178,13 @@ def bench_moe(copy_bw):
 
 def sweep_moe(x, w13, w2, weights, ids, s13, s2, T, nbytes, copy_bw):
     res = []
-    configs = [(64, 128, 4, 4), (64, 128, 4, 3), (64, 256, 4, 3), (64, 256, 8, 3), (32, 256, 4, 4),
-               (32, 128, 4, 4), (128, 128, 8, 3), (64, 64, 4, 5)]
+    configs = [(64, 128, 4, 4), (64, 128, 4, 3), (64, 256, 8, 3), (32, 128, 4, 4), (32, 256, 4, 3), (128, 128, 8, 4)]
     for bn, bk, warps, stages in configs:
         cfg = dict(BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages)
-        for split in (None, (1, 1), (4, 4)):
+        for split in (None, (1, 1), (4, 4), (8, 8), (4, 8), (2, 4), (16, 16)):
             row = dict(T=T, **cfg, split=split)
-            timed(row, "graph ms", lambda: gemv.moe_gemv(x, w13, w2, weights, ids, s13, s2, split, cfg), graph_ms)
+            timed(row, "graph ms", lambda: gemv.moe_gemv(x, w13, w2, weights, ids, s13, s2, split, cfg),
+                  graph_reps(10))
             if "graph ms" in row:
                 row["% copy"] = 100 * nbytes / (row["graph ms"] * 1e-3) / copy_bw
             res.append(row)
@@ -208,8 +215,8 @@ def bench_small_ops(copy_bw):
                "lm_head": (lambda: fused.lm_head_logits(hs, head), lambda: hs @ head32.t())}
         for name, (ours, ref) in ops.items():
             row = dict(op=name, T=T)
-            timed(row, "graph ms", ours, graph_ms)
-            timed(row, "torch graph ms", ref, graph_ms)
+            timed(row, "graph ms", ours, graph_reps(20))
+            timed(row, "torch graph ms", ref, graph_reps(20))
             if name == "lm_head" and "graph ms" in row:
                 row["% copy (bf16 bytes)"] = 100 * head.numel() * 2 / (row["graph ms"] * 1e-3) / copy_bw
             rows.append(row)

@@ -18,7 +18,7 @@ import triton.language as tl
 from kernels.lightning.launch import as_kernel, num_sms
 
 BLOCK_N = 64            # tokens per inner step
-PROGRAMS_PER_SM = 2     # stage-1 programs wanted per SM before splitting the context stops paying
+PROGRAMS_PER_SM = 4     # stage-1 programs wanted per SM before splitting the context stops paying
 MIN_SPLIT_TOKENS = 512  # no split shorter than this (the merge and the programs' start-up would dominate)
 MAX_SPLITS = 256
 
@@ -101,8 +101,12 @@ def _combine_kernel(out, o_part, lse_part, s_on, s_oh, SPLITS, H: tl.constexpr, 
 
 
 def choose_num_splits(num_seqs: int, num_kv_heads: int, max_context: int, device) -> int:
-    """Context splits from static shapes: enough programs to fill the GPU, none shorter than MIN_SPLIT_TOKENS."""
-    wanted = -(-PROGRAMS_PER_SM * num_sms(device) // max(1, num_seqs * num_kv_heads))
+    """Context splits from static shapes: none when (sequence, kv head) programs already fill the GPU twice over,
+    else enough for PROGRAMS_PER_SM per SM, none shorter than MIN_SPLIT_TOKENS (tuned on an H200)."""
+    programs, sms = max(1, num_seqs * num_kv_heads), num_sms(device)
+    if programs >= 2 * sms:
+        return 1
+    wanted = -(-PROGRAMS_PER_SM * sms // programs)
     by_length = -(-max(1, max_context) // MIN_SPLIT_TOKENS)
     return max(1, min(wanted, by_length, MAX_SPLITS))
 
