@@ -19,7 +19,7 @@ from kernels.lightning.launch import as_kernel, num_sms
 
 BLOCK_N = 64            # tokens per inner step
 PROGRAMS_PER_SM = 4     # stage-1 programs wanted per SM before splitting the context stops paying
-MIN_SPLIT_TOKENS = 512  # no split shorter than this (the merge and the programs' start-up would dominate)
+MIN_SPLIT_TOKENS = 64   # no split shorter than one BLOCK_N step (H200 sweep: N=1 at 256 tokens 7.8 -> 6.0 µs)
 MAX_SPLITS = 256
 
 
