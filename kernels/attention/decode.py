@@ -80,7 +80,8 @@ def _split_kernel(q, kc, vc, tables, lens, out, o_part, lse_part, scale_log2,
     else:
         part = (n.to(tl.int64) * (G * tl.num_programs(1)) + heads) * SPLITS + s  # [N, H, S] flattened
         tl.store(o_part + part[:, None] * D + o_d[None, :], o, mask=m_g[:, None])
-        tl.store(lse_part + part, m_i + tl.log2(l_i), mask=m_g)
+        lse = tl.where(l_i > 0, m_i + tl.log2(tl.where(l_i > 0, l_i, 1.0)), float("-inf"))  # empty split: -inf
+        tl.store(lse_part + part, lse, mask=m_g)
 
 
 @triton.jit
