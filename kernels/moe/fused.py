@@ -5,7 +5,7 @@
 2. Prefill-sized batches: `_grouped_gemm` — per block of slots, A rows gathered by slot, B the expert's
    [N, K] weight tile (int8 converted to bf16 in registers), fp32 accumulation, fp32 per-row scale, optional routing
    weight. 128-row blocks; programs ordered so GROUP_M row blocks sweep the columns together (weights and A rows
-   reused from L2); int8 weights take the swapped product W @ A^T (the converted tile is wgmma's register operand).
+   reused from L2); SWAP (off by default) computes W @ A^T instead, the converted weight tile as the left operand.
 3. Decode-sized batches (few slots): `_slot_gemv` — one program per (slot, BLOCK_N rows) streams the expert's rows
    once, a bandwidth-bound GEMV.
 Gate/up GEMM -> SiLU(gate) * up -> down GEMM (times routing weight) -> sum over the k slots of each token.
@@ -21,8 +21,9 @@ GEMV_MAX_SLOTS = 8  # up to batch 4 at top-2: each slot streams its expert's row
 PROGRAMS_WANTED = 512  # ~4 per SM of an H100
 SMALL_MAX_SLOTS = 1024  # up to here the grouped GEMM takes 16-row blocks (little padding per expert)
 SMALL_TILES = (16, 64, 64, 4, 3, False, 8)
-# prefill-sized batches: 128-row blocks (wgmma-sized), weight tiles shared by GROUP_M row blocks in flight
-PREFILL_TILES = {"int8": (128, 128, 64, 8, 4, True, 8), "bf16": (128, 128, 64, 8, 4, False, 8)}
+# prefill-sized batches: 128-row blocks (wgmma-sized), weight tiles shared by GROUP_M row blocks in flight; the best of
+# the H200 sweep in bench/README.md (the swapped int8 product measured no faster there, so it is off by default)
+PREFILL_TILES = {"int8": (128, 128, 64, 8, 4, False, 8), "bf16": (128, 256, 64, 8, 3, False, 8)}
 
 
 def align(topk_ids: torch.Tensor, num_experts: int, block_m: int):
@@ -181,7 +182,7 @@ def _expert_gemm(a, w, scale, weights, ids, route, top_k, a_per_token, mul_weigh
 
 def gemm_tiles(num_slots: int, int8: bool) -> tuple:
     """(block_m, BLOCK_N, BLOCK_K, num_warps, num_stages, SWAP, GROUP_M) of the grouped GEMM for `num_slots` routed
-    (token, expert) slots; int8 weights take the swapped product (weights as the register operand)."""
+    (token, expert) slots."""
     if num_slots <= SMALL_MAX_SLOTS:
         return SMALL_TILES
     return PREFILL_TILES["int8" if int8 else "bf16"]
