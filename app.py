@@ -152,11 +152,17 @@ def main(argv=None) -> int:
     import uvicorn
 
     from studio.server import ServerConfig, build_app
+    from studio.store.data_lock import DataDirLock, DataDirLocked
     from studio.store.store import SessionStore
 
     api_keys = args.api_key + ([os.environ["M1_API_KEY"]] if os.environ.get("M1_API_KEY") else [])
     config = ServerConfig(args.model, args.served_model_name, args.data_dir, api_keys, args.auth,
                           args.max_upload_mb, args.share, args.root_path)
+    try:
+        data_lock = DataDirLock(args.data_dir).acquire()  # before the model loads: a second process ends at once
+    except DataDirLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if config.model["random_weights"]:
         print(f"NOTE: {config.model['note']}", flush=True)
     try:
@@ -178,6 +184,7 @@ def main(argv=None) -> int:
         engine.shutdown()
         engine.engine.close()
         store.close()
+        data_lock.release()
     return 0
 
 
