@@ -173,6 +173,9 @@ def main(argv=None) -> int:
     Path(args.data_dir).mkdir(parents=True, exist_ok=True)
     config.uploads_dir.mkdir(parents=True, exist_ok=True)
     store = SessionStore(Path(args.data_dir) / "sessions.db")
+    interrupted = store.mark_interrupted()  # replies a dead process left streaming (this one holds the lock)
+    if interrupted:
+        print(f"{interrupted} reply(s) left streaming by a stopped server marked interrupted", flush=True)
     app = build_app(engine, store, config)
     url = f"http://{'localhost' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}{args.root_path}"
     print(f"M1 Studio: {url}/   API: {url}/v1   (model name: {config.model_name})", flush=True)

@@ -8,11 +8,14 @@
         elif event.kind == "done": show_stats(event.stats)            # or "error": event.text says why
     chat.stop(request); chat.answer_now(request)                      # from another handler, any thread
 
-Each turn is stored when it starts (the user message and an empty reply, status "streaming", one transaction)
-and saved when it ends (answer, reasoning, stats and status in one transaction: done, stopped or error). A stop
+Each turn is stored when it starts (the user message and an empty reply, status "streaming", one transaction),
+its text saved while it streams (every PERSIST_EVERY_S or PERSIST_EVERY_TOKENS, so a crash keeps what was shown;
+the next start marks such replies "interrupted") and saved when it ends (answer, reasoning, stats and status in one
+transaction: done, stopped or error). A stop
 keeps exactly what was streamed. Regenerate and edit create siblings (branches), never deletions. A turn that
 cannot fit the window is refused before anything is stored, with a message saying by how many tokens.
 """
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -21,11 +24,13 @@ from studio.chat_settings import ChatSettings
 from studio.documents.documents import DEFAULT_MAX_BYTES, check_fits as check_document_fits, read_document
 from studio.generation import THINK_START, ChatEvent, Generation
 from studio.prompt import Prompt, PromptEncoder, check_fits, encode, user_content
-from studio.store.store import NotFound
+from studio.store.store import INTERRUPTED, NotFound
 from studio.store.budget import summarize
 
 __all__ = ["ChatEvent", "ChatRequest", "ChatService", "ChatSettings"]
 STORE_STATUS = {"done": "done", "length": "done", "stopped": "stopped", "error": "error"}
+PERSIST_EVERY_S = 1.0  # a streaming reply's text is written at most this long after it was shown...
+PERSIST_EVERY_TOKENS = 256  # ...or after this many tokens, whichever comes first
 
 
 @dataclass
@@ -168,14 +173,13 @@ class ChatService:
         return running is not None
 
     def recover_interrupted(self, user_id: int, session_id: str) -> list[int]:
-        """Mark replies left "streaming" by a server that stopped mid-reply as errors (their text so far is kept);
-        returns their ids. Called before each turn; the UI may call it when it opens a session."""
+        """Mark replies left "streaming" by a server that stopped mid-reply "interrupted" (their text so far is
+        kept); returns their ids. Called before each turn; app start-up marks them all (store.mark_interrupted)."""
         live = {r.message_id for r in self.running(session_id)}
         stale = [m["id"] for m in self.store.all_messages(user_id, session_id)
                  if m["status"] == "streaming" and m["id"] not in live]
         for message_id in stale:
-            self.store.update_message(user_id, message_id, status="error",
-                                      stats={"error": "interrupted: the server stopped during this reply"})
+            self.store.update_message(user_id, message_id, status="interrupted", stats={"error": INTERRUPTED})
         return stale
 
     def running(self, session_id: str | None = None) -> list[ChatRequest]:
@@ -221,7 +225,7 @@ class ChatService:
                                 thinking_budget=settings.thinking_budget, lstrip_answer=True)
         request = ChatRequest(generation.request_id, user_id, session_id, user_msg, reply, generation)
         self._running[request.request_id] = request
-        events, saved = generation.events(), False
+        events, saved, checkpoint = generation.events(), False, (time.monotonic(), 0)
         try:
             yield ChatEvent("started", request=request, message_id=reply)
             async for event in events:
@@ -229,12 +233,23 @@ class ChatService:
                     event.message_id = reply
                     self._save(request, event.status, event.stats, event.text if event.kind == "error" else None)
                     saved = True
+                elif event.kind in ("reasoning", "answer"):
+                    checkpoint = self._checkpoint(request, checkpoint)
                 yield event
         finally:
             self._running.pop(request.request_id, None)
             await events.aclose()
             if not saved:  # the consumer left (closed tab, cancelled task): keep what was streamed
                 self._save(request, "stopped", generation.stopped_stats(), None)
+
+    def _checkpoint(self, request: ChatRequest, last: tuple[float, int]) -> tuple[float, int]:
+        """Write the streamed text so far (status stays "streaming") when the last write is old enough."""
+        generation, now = request.generation, time.monotonic()
+        if now - last[0] < PERSIST_EVERY_S and generation.completion_tokens - last[1] < PERSIST_EVERY_TOKENS:
+            return last
+        self.store.update_message(request.user_id, request.message_id, content=generation.answer,
+                                  reasoning=generation.reasoning)
+        return now, generation.completion_tokens
 
     def _save(self, request: ChatRequest, status: str, stats: dict, error: str | None) -> None:
         generation = request.generation

@@ -186,7 +186,7 @@ def test_sessions_persist_across_a_restart(chat, engine, tmp_path):
     assert saved["stats"]["completion_tokens"] == first.stats["completion_tokens"] and saved["reasoning"]
     _, orphan = reopened.store.add_turn(uid, sid, "Asked just before a crash")  # its reply never finished
     second = collect(reopened.send(uid, sid, "Again"))[-1]
-    assert reopened.store.get_message(uid, orphan)["status"] == "error"
+    assert reopened.store.get_message(uid, orphan)["status"] == "interrupted"
     assert second.kind == "done" and second.stats["cached_tokens"] > 0
     replayed = reopened.store.prompt_messages(uid, sid)[2]["content"]
     assert reopened.recover_interrupted(uid, sid) == []
