@@ -29,6 +29,7 @@ from studio.store.budget import summarize
 
 __all__ = ["ChatEvent", "ChatRequest", "ChatService", "ChatSettings"]
 STORE_STATUS = {"done": "done", "length": "done", "stopped": "stopped", "error": "error"}
+NOT_FOUND = "this chat or message was not found: it was deleted, or it belongs to another login"
 PERSIST_EVERY_S = 1.0  # a streaming reply's text is written at most this long after it was shown...
 PERSIST_EVERY_TOKENS = 256  # ...or after this many tokens, whichever comes first
 
@@ -109,7 +110,7 @@ class ChatService:
             content = user_content([(d["name"], d["text"]) for d in documents], text)
             prompt = self._prompt(history + [{"role": "user", "content": content}], settings)
         except (ValueError, NotFound) as exc:
-            yield ChatEvent("error", str(exc), status="refused")
+            yield ChatEvent("error", _reason(exc), status="refused")
             return
         user_msg, reply = self.store.add_turn(user_id, session_id, text, attachment_ids=[d["id"] for d in documents])
         async for event in self._generate(user_id, session_id, user_msg, reply, prompt, settings):
@@ -127,7 +128,7 @@ class ChatService:
                                                  replay_thinking=settings.replay_thinking)
             prompt = self._prompt(history, settings)
         except (ValueError, NotFound) as exc:
-            yield ChatEvent("error", str(exc), status="refused")
+            yield ChatEvent("error", _reason(exc), status="refused")
             return
         reply = self.store.regenerate(user_id, message_id)
         async for event in self._generate(user_id, session_id, message["parent_id"], reply, prompt, settings):
@@ -151,7 +152,7 @@ class ChatService:
             content = user_content([(d["name"], d["text"]) for d in documents], text)
             prompt = self._prompt(history + [{"role": "user", "content": content}], settings)
         except (ValueError, NotFound) as exc:
-            yield ChatEvent("error", str(exc), status="refused")
+            yield ChatEvent("error", _reason(exc), status="refused")
             return
         user_msg, reply = self.store.edit_turn(user_id, message_id, text, attachment_ids=attachment_ids)
         async for event in self._generate(user_id, session_id, user_msg, reply, prompt, settings):
@@ -256,3 +257,8 @@ class ChatService:
         stats = {**stats, **({"error": error} if error else {})}
         self.store.update_message(request.user_id, request.message_id, content=generation.answer,
                                   reasoning=generation.reasoning, stats=stats, status=STORE_STATUS[status])
+
+
+def _reason(exc: Exception) -> str:
+    """The refusal shown to the user: a NotFound says what, never which id (ids stay in the server's logs)."""
+    return NOT_FOUND if isinstance(exc, NotFound) else str(exc)

@@ -208,3 +208,14 @@ def test_prompt_encoder_matches_encode_chat_and_reuses_long_pieces(engine):
                 {"role": "assistant", "content": " An answer"}, {"role": "user", "content": "More <think> text"}]
     assert encoder.encode_chat(messages) == tok.encode_chat(messages) == encoder.encode_chat(messages)
     assert len(encoder._memo) == 1 and encoder._held > 1000
+
+
+def test_another_users_chat_is_refused_without_naming_it(chat):
+    alice, sid = new_session(chat, "alice")
+    _, reply = chat.store.add_turn(alice, sid, "private")
+    bob = chat.store.ensure_user("bob")
+    for events in (collect(chat.send(bob, sid, "hi", settings=settings())),
+                   collect(chat.regenerate(bob, reply, settings=settings()))):
+        assert [e.kind for e in events] == ["error"] and "not found" in events[0].text
+        assert sid not in events[0].text and str(reply) not in events[0].text
+    assert [m["content"] for m in chat.store.all_messages(alice, sid)] == ["private", ""]
