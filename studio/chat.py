@@ -15,13 +15,16 @@ transaction: done, stopped or error). A stop
 keeps exactly what was streamed. Regenerate and edit create siblings (branches), never deletions. A turn that
 cannot fit the window is refused before anything is stored, with a message saying by how many tokens.
 """
+import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from engine.text.chat_format import ROLE_HEADERS
 from studio.chat_settings import ChatSettings
-from studio.documents.documents import DEFAULT_MAX_BYTES, check_fits as check_document_fits, read_document
+from studio.documents.documents import DEFAULT_MAX_BYTES, check_fits as check_document_fits, iter_token_count, \
+    read_document
+from studio.documents.isolated import read_isolated
 from studio.generation import THINK_START, ChatEvent, Generation
 from studio.prompt import Prompt, PromptEncoder, check_fits, encode, user_content
 from studio.store.store import INTERRUPTED, NotFound
@@ -92,6 +95,26 @@ class ChatService:
         it does not fit). Blocking: call it from a worker thread."""
         doc = read_document(source, original_name=original_name, max_bytes=max_bytes,
                             count_tokens=self.tokenizer.count_tokens, progress=progress)
+        return self._store_document(user_id, session_id, doc)
+
+    async def attach_isolated(self, user_id: int, session_id: str, source, *, original_name: str | None = None,
+                              max_bytes: int = DEFAULT_MAX_BYTES, progress=None) -> dict:
+        """attach for uploads from strangers: read in a child process with reading limits and a memory cap
+        (studio.documents.isolated); cancelling this coroutine kills the reader. Tokens counted exactly after."""
+        doc = await read_isolated(source, original_name=original_name, max_bytes=max_bytes, progress=progress)
+        count = iter_token_count(doc.text, self.tokenizer.count_tokens)
+        return await asyncio.to_thread(self._store_document, user_id, session_id, doc, count, progress)
+
+    def _store_document(self, user_id: int, session_id: str, doc, count=None, progress=None) -> dict:
+        if count is not None:  # exact token count of an isolated read (it estimated)
+            while True:
+                try:
+                    done, total, stage = next(count)
+                except StopIteration as end:
+                    doc = replace(doc, num_tokens=end.value, tokens_estimated=False)
+                    break
+                if progress is not None:
+                    progress(done, total, stage)
         check_document_fits(doc.num_tokens, self.budget(user_id, session_id)["remaining"], name=doc.name)
         attachment_id = self.store.add_attachment(user_id, session_id, doc)
         return next(a for a in self.store.attachments(user_id, session_id) if a["id"] == attachment_id)

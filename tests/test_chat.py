@@ -219,3 +219,14 @@ def test_another_users_chat_is_refused_without_naming_it(chat):
         assert [e.kind for e in events] == ["error"] and "not found" in events[0].text
         assert sid not in events[0].text and str(reply) not in events[0].text
     assert [m["content"] for m in chat.store.all_messages(alice, sid)] == ["private", ""]
+
+
+def test_isolated_attach_counts_exact_tokens_and_refuses_bombs(chat):
+    from studio.documents.documents import DocumentError
+    uid, sid = new_session(chat)
+    isolated = asyncio.run(chat.attach_isolated(uid, sid, DOC.encode(), original_name="report.txt"))
+    direct = chat.attach(uid, sid, DOC.encode(), original_name="again.txt")
+    assert not isolated["tokens_estimated"] and isolated["num_tokens"] == direct["num_tokens"]
+    with pytest.raises(DocumentError, match="nested deeper"):
+        asyncio.run(chat.attach_isolated(uid, sid, b"[" * 5000, original_name="deep.json"))
+    assert len(chat.store.attachments(uid, sid)) == 2
