@@ -152,11 +152,17 @@ def main(argv=None) -> int:
     import uvicorn
 
     from studio.server import ServerConfig, build_app
+    from studio.store.data_lock import DataDirLock, DataDirLocked
     from studio.store.store import SessionStore
 
     api_keys = args.api_key + ([os.environ["M1_API_KEY"]] if os.environ.get("M1_API_KEY") else [])
     config = ServerConfig(args.model, args.served_model_name, args.data_dir, api_keys, args.auth,
                           args.max_upload_mb, args.share, args.root_path)
+    try:
+        data_lock = DataDirLock(args.data_dir).acquire()  # before the model loads: a second process ends at once
+    except DataDirLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if config.model["random_weights"]:
         print(f"NOTE: {config.model['note']}", flush=True)
     try:
@@ -167,6 +173,9 @@ def main(argv=None) -> int:
     Path(args.data_dir).mkdir(parents=True, exist_ok=True)
     config.uploads_dir.mkdir(parents=True, exist_ok=True)
     store = SessionStore(Path(args.data_dir) / "sessions.db")
+    interrupted = store.mark_interrupted()  # replies a dead process left streaming (this one holds the lock)
+    if interrupted:
+        print(f"{interrupted} reply(s) left streaming by a stopped server marked interrupted", flush=True)
     app = build_app(engine, store, config)
     url = f"http://{'localhost' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}{args.root_path}"
     print(f"M1 Studio: {url}/   API: {url}/v1   (model name: {config.model_name})", flush=True)
@@ -178,6 +187,7 @@ def main(argv=None) -> int:
         engine.shutdown()
         engine.engine.close()
         store.close()
+        data_lock.release()
     return 0
 
 

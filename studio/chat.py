@@ -8,24 +8,33 @@
         elif event.kind == "done": show_stats(event.stats)            # or "error": event.text says why
     chat.stop(request); chat.answer_now(request)                      # from another handler, any thread
 
-Each turn is stored when it starts (the user message and an empty reply, status "streaming", one transaction)
-and saved when it ends (answer, reasoning, stats and status in one transaction: done, stopped or error). A stop
+Each turn is stored when it starts (the user message and an empty reply, status "streaming", one transaction),
+its text saved while it streams (every PERSIST_EVERY_S or PERSIST_EVERY_TOKENS, so a crash keeps what was shown;
+the next start marks such replies "interrupted") and saved when it ends (answer, reasoning, stats and status in one
+transaction: done, stopped or error). A stop
 keeps exactly what was streamed. Regenerate and edit create siblings (branches), never deletions. A turn that
 cannot fit the window is refused before anything is stored, with a message saying by how many tokens.
 """
+import asyncio
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from engine.text.chat_format import ROLE_HEADERS
 from studio.chat_settings import ChatSettings
-from studio.documents.documents import DEFAULT_MAX_BYTES, check_fits as check_document_fits, read_document
+from studio.documents.documents import DEFAULT_MAX_BYTES, check_fits as check_document_fits, iter_token_count, \
+    read_document
+from studio.documents.isolated import read_isolated
 from studio.generation import THINK_START, ChatEvent, Generation
 from studio.prompt import Prompt, PromptEncoder, check_fits, encode, user_content
-from studio.store.store import NotFound
+from studio.store.store import INTERRUPTED, NotFound
 from studio.store.budget import summarize
 
 __all__ = ["ChatEvent", "ChatRequest", "ChatService", "ChatSettings"]
 STORE_STATUS = {"done": "done", "length": "done", "stopped": "stopped", "error": "error"}
+NOT_FOUND = "this chat or message was not found: it was deleted, or it belongs to another login"
+PERSIST_EVERY_S = 1.0  # a streaming reply's text is written at most this long after it was shown...
+PERSIST_EVERY_TOKENS = 256  # ...or after this many tokens, whichever comes first
 
 
 @dataclass
@@ -86,6 +95,26 @@ class ChatService:
         it does not fit). Blocking: call it from a worker thread."""
         doc = read_document(source, original_name=original_name, max_bytes=max_bytes,
                             count_tokens=self.tokenizer.count_tokens, progress=progress)
+        return self._store_document(user_id, session_id, doc)
+
+    async def attach_isolated(self, user_id: int, session_id: str, source, *, original_name: str | None = None,
+                              max_bytes: int = DEFAULT_MAX_BYTES, progress=None) -> dict:
+        """attach for uploads from strangers: read in a child process with reading limits and a memory cap
+        (studio.documents.isolated); cancelling this coroutine kills the reader. Tokens counted exactly after."""
+        doc = await read_isolated(source, original_name=original_name, max_bytes=max_bytes, progress=progress)
+        count = iter_token_count(doc.text, self.tokenizer.count_tokens)
+        return await asyncio.to_thread(self._store_document, user_id, session_id, doc, count, progress)
+
+    def _store_document(self, user_id: int, session_id: str, doc, count=None, progress=None) -> dict:
+        if count is not None:  # exact token count of an isolated read (it estimated)
+            while True:
+                try:
+                    done, total, stage = next(count)
+                except StopIteration as end:
+                    doc = replace(doc, num_tokens=end.value, tokens_estimated=False)
+                    break
+                if progress is not None:
+                    progress(done, total, stage)
         check_document_fits(doc.num_tokens, self.budget(user_id, session_id)["remaining"], name=doc.name)
         attachment_id = self.store.add_attachment(user_id, session_id, doc)
         return next(a for a in self.store.attachments(user_id, session_id) if a["id"] == attachment_id)
@@ -104,7 +133,7 @@ class ChatService:
             content = user_content([(d["name"], d["text"]) for d in documents], text)
             prompt = self._prompt(history + [{"role": "user", "content": content}], settings)
         except (ValueError, NotFound) as exc:
-            yield ChatEvent("error", str(exc), status="refused")
+            yield ChatEvent("error", _reason(exc), status="refused")
             return
         user_msg, reply = self.store.add_turn(user_id, session_id, text, attachment_ids=[d["id"] for d in documents])
         async for event in self._generate(user_id, session_id, user_msg, reply, prompt, settings):
@@ -122,7 +151,7 @@ class ChatService:
                                                  replay_thinking=settings.replay_thinking)
             prompt = self._prompt(history, settings)
         except (ValueError, NotFound) as exc:
-            yield ChatEvent("error", str(exc), status="refused")
+            yield ChatEvent("error", _reason(exc), status="refused")
             return
         reply = self.store.regenerate(user_id, message_id)
         async for event in self._generate(user_id, session_id, message["parent_id"], reply, prompt, settings):
@@ -146,7 +175,7 @@ class ChatService:
             content = user_content([(d["name"], d["text"]) for d in documents], text)
             prompt = self._prompt(history + [{"role": "user", "content": content}], settings)
         except (ValueError, NotFound) as exc:
-            yield ChatEvent("error", str(exc), status="refused")
+            yield ChatEvent("error", _reason(exc), status="refused")
             return
         user_msg, reply = self.store.edit_turn(user_id, message_id, text, attachment_ids=attachment_ids)
         async for event in self._generate(user_id, session_id, user_msg, reply, prompt, settings):
@@ -168,14 +197,13 @@ class ChatService:
         return running is not None
 
     def recover_interrupted(self, user_id: int, session_id: str) -> list[int]:
-        """Mark replies left "streaming" by a server that stopped mid-reply as errors (their text so far is kept);
-        returns their ids. Called before each turn; the UI may call it when it opens a session."""
+        """Mark replies left "streaming" by a server that stopped mid-reply "interrupted" (their text so far is
+        kept); returns their ids. Called before each turn; app start-up marks them all (store.mark_interrupted)."""
         live = {r.message_id for r in self.running(session_id)}
         stale = [m["id"] for m in self.store.all_messages(user_id, session_id)
                  if m["status"] == "streaming" and m["id"] not in live]
         for message_id in stale:
-            self.store.update_message(user_id, message_id, status="error",
-                                      stats={"error": "interrupted: the server stopped during this reply"})
+            self.store.update_message(user_id, message_id, status="interrupted", stats={"error": INTERRUPTED})
         return stale
 
     def running(self, session_id: str | None = None) -> list[ChatRequest]:
@@ -221,7 +249,7 @@ class ChatService:
                                 thinking_budget=settings.thinking_budget, lstrip_answer=True)
         request = ChatRequest(generation.request_id, user_id, session_id, user_msg, reply, generation)
         self._running[request.request_id] = request
-        events, saved = generation.events(), False
+        events, saved, checkpoint = generation.events(), False, (time.monotonic(), 0)
         try:
             yield ChatEvent("started", request=request, message_id=reply)
             async for event in events:
@@ -229,6 +257,8 @@ class ChatService:
                     event.message_id = reply
                     self._save(request, event.status, event.stats, event.text if event.kind == "error" else None)
                     saved = True
+                elif event.kind in ("reasoning", "answer"):
+                    checkpoint = self._checkpoint(request, checkpoint)
                 yield event
         finally:
             self._running.pop(request.request_id, None)
@@ -236,8 +266,22 @@ class ChatService:
             if not saved:  # the consumer left (closed tab, cancelled task): keep what was streamed
                 self._save(request, "stopped", generation.stopped_stats(), None)
 
+    def _checkpoint(self, request: ChatRequest, last: tuple[float, int]) -> tuple[float, int]:
+        """Write the streamed text so far (status stays "streaming") when the last write is old enough."""
+        generation, now = request.generation, time.monotonic()
+        if now - last[0] < PERSIST_EVERY_S and generation.completion_tokens - last[1] < PERSIST_EVERY_TOKENS:
+            return last
+        self.store.update_message(request.user_id, request.message_id, content=generation.answer,
+                                  reasoning=generation.reasoning)
+        return now, generation.completion_tokens
+
     def _save(self, request: ChatRequest, status: str, stats: dict, error: str | None) -> None:
         generation = request.generation
         stats = {**stats, **({"error": error} if error else {})}
         self.store.update_message(request.user_id, request.message_id, content=generation.answer,
                                   reasoning=generation.reasoning, stats=stats, status=STORE_STATUS[status])
+
+
+def _reason(exc: Exception) -> str:
+    """The refusal shown to the user: a NotFound says what, never which id (ids stay in the server's logs)."""
+    return NOT_FOUND if isinstance(exc, NotFound) else str(exc)

@@ -187,7 +187,7 @@ def test_sessions_persist_across_a_restart(chat, engine, tmp_path):
     assert saved["stats"]["completion_tokens"] == first.stats["completion_tokens"] and saved["reasoning"]
     _, orphan = reopened.store.add_turn(uid, sid, "Asked just before a crash")  # its reply never finished
     second = collect(reopened.send(uid, sid, "Again"))[-1]
-    assert reopened.store.get_message(uid, orphan)["status"] == "error"
+    assert reopened.store.get_message(uid, orphan)["status"] == "interrupted"
     assert second.kind == "done" and second.stats["cached_tokens"] > 0
     replayed = reopened.store.prompt_messages(uid, sid)[2]["content"]
     assert reopened.recover_interrupted(uid, sid) == []
@@ -209,3 +209,25 @@ def test_prompt_encoder_matches_encode_chat_and_reuses_long_pieces(engine):
                 {"role": "assistant", "content": " An answer"}, {"role": "user", "content": "More <think> text"}]
     assert encoder.encode_chat(messages) == tok.encode_chat(messages) == encoder.encode_chat(messages)
     assert len(encoder._memo) == 1 and encoder._held > 1000
+
+
+def test_another_users_chat_is_refused_without_naming_it(chat):
+    alice, sid = new_session(chat, "alice")
+    _, reply = chat.store.add_turn(alice, sid, "private")
+    bob = chat.store.ensure_user("bob")
+    for events in (collect(chat.send(bob, sid, "hi", settings=settings())),
+                   collect(chat.regenerate(bob, reply, settings=settings()))):
+        assert [e.kind for e in events] == ["error"] and "not found" in events[0].text
+        assert sid not in events[0].text and str(reply) not in events[0].text
+    assert [m["content"] for m in chat.store.all_messages(alice, sid)] == ["private", ""]
+
+
+def test_isolated_attach_counts_exact_tokens_and_refuses_bombs(chat):
+    from studio.documents.documents import DocumentError
+    uid, sid = new_session(chat)
+    isolated = asyncio.run(chat.attach_isolated(uid, sid, DOC.encode(), original_name="report.txt"))
+    direct = chat.attach(uid, sid, DOC.encode(), original_name="again.txt")
+    assert not isolated["tokens_estimated"] and isolated["num_tokens"] == direct["num_tokens"]
+    with pytest.raises(DocumentError, match="nested deeper"):
+        asyncio.run(chat.attach_isolated(uid, sid, b"[" * 5000, original_name="deep.json"))
+    assert len(chat.store.attachments(uid, sid)) == 2

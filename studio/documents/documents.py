@@ -5,7 +5,9 @@
 
 Formats: PDF, DOCX, XLSX, PPTX, HTML, Markdown, plain text, CSV/TSV, JSON and source code. The type comes from the
 extension and from magic bytes (content wins for PDF and Office files). Every bad input raises `DocumentError`
-whose message names the file; reading has no side effects, so a failure leaves nothing behind.
+whose message names the file; reading has no side effects, so a failure leaves nothing behind. `limits`
+(studio.documents.limits) bounds the work: a file over a budget stops early with a DocumentError naming the limit.
+For uploads from strangers read in a separate process: studio.documents.isolated.read_isolated.
 """
 import math
 import os
@@ -13,7 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from studio.documents import formats, text_formats
+from studio.documents import formats, text_formats, xlsx
+from studio.documents.limits import DEFAULT_LIMITS, ReadLimits, check_text, check_zip
 from studio.documents.text_formats import Unreadable
 
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
@@ -145,15 +148,16 @@ def iter_token_count(text: str, count_tokens: Callable[[str], int], slice_chars:
 
 
 def iter_read_document(source: str | os.PathLike | bytes, *, original_name: str | None = None,
-                       max_bytes: int = DEFAULT_MAX_BYTES,
-                       count_tokens: Callable[[str], int] | None = None) -> Iterator[ReadProgress | Document]:
+                       max_bytes: int = DEFAULT_MAX_BYTES, count_tokens: Callable[[str], int] | None = None,
+                       limits: ReadLimits = DEFAULT_LIMITS) -> Iterator[ReadProgress | Document]:
     """Generator form of read_document: yields ReadProgress events, then the Document as the last item."""
     name = original_name or (os.path.basename(source) if not isinstance(source, bytes) else "upload")
     data = _load(source, name, max_bytes)
     try:
         kind, language = _kind(name, data)
-        reader, section_label, encoding = _reader(kind, language, data)
+        reader, section_label, encoding = _reader(kind, language, data, limits)
         text, sections = yield from reader
+        check_text(text, limits)
         if not text.strip():
             raise Unreadable("has no text to read")
     except Unreadable as exc:
@@ -169,14 +173,15 @@ def iter_read_document(source: str | os.PathLike | bytes, *, original_name: str 
 
 def read_document(source: str | os.PathLike | bytes, *, original_name: str | None = None,
                   max_bytes: int = DEFAULT_MAX_BYTES, count_tokens: Callable[[str], int] | None = None,
-                  progress: Callable[[int, int, str], None] | None = None) -> Document:
+                  progress: Callable[[int, int, str], None] | None = None,
+                  limits: ReadLimits = DEFAULT_LIMITS) -> Document:
     """Read an upload (a path, or bytes plus original_name) into a Document; raise DocumentError if unusable.
 
     count_tokens: the engine tokenizer's counter; None → estimate_tokens and tokens_estimated=True.
     progress(done, total, stage): called per page/sheet/slide and per ~1M-char slice while counting tokens.
     """
     for item in iter_read_document(source, original_name=original_name, max_bytes=max_bytes,
-                                   count_tokens=count_tokens):
+                                   count_tokens=count_tokens, limits=limits):
         if isinstance(item, Document):
             return item
         if progress is not None:
@@ -227,20 +232,22 @@ def _kind(name: str, data: bytes) -> tuple[str, str]:
     return "text", ""
 
 
-def _reader(kind: str, language: str, data: bytes):
+def _reader(kind: str, language: str, data: bytes, limits: ReadLimits):
     """(generator returning (text, sections), section label, encoding) for one kind."""
     binary = {"pdf": (formats.read_pdf, "page"), "docx": (formats.read_docx, "heading"),
-              "xlsx": (formats.read_xlsx, "sheet"), "pptx": (formats.read_pptx, "slide")}
+              "xlsx": (xlsx.read_xlsx, "sheet"), "pptx": (formats.read_pptx, "slide")}
     if kind in binary:
+        if kind != "pdf":
+            check_zip(data, limits)
         read, label = binary[kind]
-        return read(data), label, ""
+        return read(data, limits), label, ""
     text, encoding = text_formats.decode_text(data)
     if kind == "html":
-        text = text_formats.html_to_markdown(text)
+        text = text_formats.html_to_markdown(text, limits)
     elif kind == "csv":
-        text = text_formats.csv_to_markdown(text, CSV_EXTENSIONS.get(f".{language}"))
+        text = text_formats.csv_to_markdown(text, CSV_EXTENSIONS.get(f".{language}"), limits)
     elif kind == "json":
-        text = text_formats.json_to_markdown(text)
+        text = text_formats.json_to_markdown(text, limits)
     elif kind == "code":
         text = text_formats.code_fence(text, language)
     if kind in ("html", "markdown"):

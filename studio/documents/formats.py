@@ -1,22 +1,22 @@
 """Readers for binary uploads (PDF, DOCX, XLSX, PPTX) and content sniffing by magic bytes.
 
 Each reader is a generator: it yields progress tuples (done, total, stage) and returns (text, num_sections).
-Bad input raises `Unreadable` with a sentence tail that `studio.documents` prefixes with the file name.
+Bad input raises `Unreadable` with a sentence tail that `studio.documents` prefixes with the file name; a budget of
+`limits` (pages, slides, paragraphs) passed raises `LimitExceeded`. XLSX lives in studio.documents.xlsx.
 """
-import datetime
 import io
 import re
 import textwrap
 import zipfile
 
 import docx
-import openpyxl
 from docx.table import Table
 from pptx import Presentation
 from pptx.enum.shapes import MSO_SHAPE_TYPE
 from pypdf import PdfReader
 from pypdf.errors import DependencyError
 
+from studio.documents.limits import DEFAULT_LIMITS, Budget, LimitExceeded, ReadLimits
 from studio.documents.text_formats import Unreadable, md_table
 
 _ZIP_MEMBERS = {"word/document.xml": "docx", "xl/workbook.xml": "xlsx", "ppt/presentation.xml": "pptx"}
@@ -37,14 +37,15 @@ def sniff_kind(data: bytes) -> str | None:
     return next((kind for magic, kind in _MAGIC.items() if data.startswith(magic)), None)
 
 
-def read_pdf(data: bytes):
+def read_pdf(data: bytes, limits: ReadLimits = DEFAULT_LIMITS):
     """PDF → text with a '--- Page N ---' marker before each page. Yields (page, pages, 'pages')."""
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             raise Unreadable("is password-protected: remove the password and upload it again")
+        Budget(limits.max_pages, "pages").spend(len(reader.pages))
         pages = list(reader.pages)
-    except Unreadable:
+    except (Unreadable, MemoryError):
         raise
     except DependencyError:
         raise Unreadable("is encrypted with a cipher this server cannot decrypt: save it without encryption") from None
@@ -77,11 +78,17 @@ def _page_text(page, number: int) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip("\n")
 
 
-def read_docx(data: bytes):
+def read_docx(data: bytes, limits: ReadLimits = DEFAULT_LIMITS):
     """DOCX → text with '#' headings, '- ' list items and Markdown tables, in document order."""
+    budget = Budget(limits.max_paragraphs, "paragraphs and table rows")
     try:
         document = docx.Document(io.BytesIO(data))
-        blocks = [_docx_block(item) for item in document.iter_inner_content()]
+        blocks = []
+        for item in document.iter_inner_content():
+            budget.spend(len(item.rows) if isinstance(item, Table) else 1)
+            blocks.append(_docx_block(item))
+    except (LimitExceeded, MemoryError):
+        raise
     except Exception as exc:
         raise Unreadable(f"is not a readable Word document (damaged, or not a .docx file: {exc})") from None
     yield 1, 1, "parse"
@@ -104,56 +111,17 @@ def _docx_block(item) -> str:
     return f"- {text}" if style.startswith("List") else text
 
 
-def read_xlsx(data: bytes):
-    """XLSX → one '## Sheet: name' section per worksheet, each a Markdown table (first row as header)."""
-    try:
-        workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-    except Exception as exc:
-        raise Unreadable(f"is not a readable Excel workbook (damaged, or not an .xlsx file: {exc})") from None
-    try:
-        sheets, parts = workbook.worksheets, []
-        for number, sheet in enumerate(sheets, 1):
-            rows = _trimmed([[_xlsx_cell(value) for value in row] for row in sheet.iter_rows(values_only=True)])
-            parts.append(f"## Sheet: {sheet.title}\n\n{md_table(rows) or '(empty sheet)'}")
-            yield number, len(sheets), "sheets"
-    except Exception as exc:
-        raise Unreadable(f"is not a readable Excel workbook (damaged sheet: {exc})") from None
-    finally:
-        workbook.close()
-    return "\n\n".join(parts), len(parts)
-
-
-def _xlsx_cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, datetime.datetime) and value.time() == datetime.time(0):
-        return value.date().isoformat()
-    if isinstance(value, (datetime.date, datetime.time)):
-        return value.isoformat()
-    return str(value)
-
-
-def _trimmed(rows: list[list[str]]) -> list[list[str]]:
-    rows = [row for row in rows if any(cell.strip() for cell in row)]
-    used = [j for row in rows for j, cell in enumerate(row) if cell.strip()]
-    if not used:
-        return []
-    first, last = min(used), max(used)
-    return [row[first:last + 1] for row in rows]
-
-
-def read_pptx(data: bytes):
+def read_pptx(data: bytes, limits: ReadLimits = DEFAULT_LIMITS):
     """PPTX → one '## Slide N' section per slide: title as '###', text frames, tables as Markdown, notes."""
     try:
         slides = list(Presentation(io.BytesIO(data)).slides)
+        Budget(limits.max_pages, "slides").spend(len(slides))
         sections = []
         for number, slide in enumerate(slides, 1):
             sections.append(_slide_text(number, slide))
             yield number, len(slides), "slides"
+    except (LimitExceeded, MemoryError):
+        raise
     except Exception as exc:
         raise Unreadable(f"is not a readable PowerPoint file (damaged, or not a .pptx file: {exc})") from None
     return "\n\n".join(sections), len(slides)

@@ -9,16 +9,14 @@ import io
 import json
 import re
 
-from bs4 import BeautifulSoup, Comment, Doctype, NavigableString
+from bs4 import BeautifulSoup, Comment, Doctype, NavigableString, Tag
+
+from studio.documents.limits import DEFAULT_LIMITS, Budget, ReadLimits, Unreadable, json_depth, too_deep
 
 MAX_BAD_UTF8_PER_BYTE = 0.001
 MAX_CONTROL_RATIO = 0.02  # share of C0 control characters (besides \t \n \r \f) above which text is binary junk
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 _BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
-
-
-class Unreadable(ValueError):
-    """A reader could not turn the bytes into text; the message continues a sentence that starts with the file name."""
 
 
 def decode_text(data: bytes) -> tuple[str, str]:
@@ -72,23 +70,31 @@ def _md_cell(value) -> str:
     return text.strip().replace("|", "\\|").replace("\r\n", "\n").replace("\n", "<br>")
 
 
-def csv_to_markdown(text: str, delimiter: str | None = None) -> str:
+def csv_to_markdown(text: str, delimiter: str | None = None, limits: ReadLimits = DEFAULT_LIMITS) -> str:
     """CSV/TSV text → one Markdown table (first row as header); the delimiter is sniffed when not given."""
     if delimiter is None:
         try:
             delimiter = csv.Sniffer().sniff(text[:65536], delimiters=",;\t|").delimiter
         except csv.Error:
             delimiter = ","
-    rows = [row for row in csv.reader(io.StringIO(text), delimiter=delimiter) if any(c.strip() for c in row)]
+    rows, budget = [], Budget(limits.max_rows, "rows")
+    for row in csv.reader(io.StringIO(text), delimiter=delimiter):
+        if any(c.strip() for c in row):
+            budget.spend()
+            rows.append(row)
     return md_table(rows)
 
 
-def json_to_markdown(text: str) -> str:
-    """Validate JSON and pretty-print it inside a ```json fence."""
+def json_to_markdown(text: str, limits: ReadLimits = DEFAULT_LIMITS) -> str:
+    """Validate JSON (nested no deeper than limits.max_depth) and pretty-print it inside a ```json fence."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise Unreadable(f"is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except RecursionError:
+        raise too_deep(limits) from None
+    if json_depth(value, limits.max_depth) > limits.max_depth:
+        raise too_deep(limits)
     return code_fence(json.dumps(value, indent=2, ensure_ascii=False), "json")
 
 
@@ -105,15 +111,51 @@ _BLOCK_TAGS = {"p", "div", "section", "article", "header", "footer", "main", "na
 _HEADINGS = {f"h{level}": level for level in range(1, 7)}
 
 
-def html_to_markdown(html: str) -> str:
-    """HTML → text with '#' headings, '- ' list items, fenced <pre> blocks and Markdown tables."""
+def html_to_markdown(html: str, limits: ReadLimits = DEFAULT_LIMITS) -> str:
+    """HTML → text with '#' headings, '- ' list items, fenced <pre> blocks and Markdown tables; elements nested
+    deeper than limits.max_depth are refused."""
+    if _tag_depth(html, limits.max_depth) > limits.max_depth:  # before the (slow on deep trees) parser runs
+        raise too_deep(limits)
     soup = BeautifulSoup(html, "html.parser")
+    if _html_depth(soup, limits.max_depth) > limits.max_depth:
+        raise too_deep(limits)
     parts: list[str] = []
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
     if title:
         parts.append(f"# {title}\n\n")
     _walk_html(soup, parts)
     return _tidy("".join(parts))
+
+
+_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9:-]*)[^>]*?(/?)>")
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source", "track",
+         "wbr"}
+
+
+def _tag_depth(html: str, limit: int) -> int:
+    """Open-tag nesting as the markup states it (unclosed tags nest, as html.parser builds them), up to limit + 1."""
+    depth = deepest = 0
+    for match in _TAG.finditer(html):
+        if match.group(1):
+            depth = max(0, depth - 1)
+        elif not match.group(3) and match.group(2).lower() not in _VOID:
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                break
+    return deepest
+
+
+def _html_depth(soup, limit: int) -> int:
+    """Element nesting depth (iterative), counting no further than limit + 1."""
+    deepest, stack = 0, [(soup, 0)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, depth + 1) for child in node.contents if isinstance(child, Tag))
+    return deepest
 
 
 def _walk_html(node, out: list[str]) -> None:

@@ -10,7 +10,8 @@ from collections.abc import Iterable
 
 DEFAULT_TITLE = "New chat"
 TITLE_CHARS = 60
-MESSAGE_STATUSES = ("streaming", "done", "stopped", "error")
+MESSAGE_STATUSES = ("streaming", "done", "stopped", "error", "interrupted")
+INTERRUPTED = "interrupted: the server stopped during this reply"
 _SIBLINGS = "s.session_id = m.session_id AND s.parent_id IS m.parent_id"
 MESSAGE_SELECT = (f"SELECT m.*, (SELECT count(*) FROM messages s WHERE {_SIBLINGS}) AS sibling_count, "
                   f"(SELECT count(*) FROM messages s WHERE {_SIBLINGS} AND s.id <= m.id) AS sibling_index")
@@ -98,6 +99,13 @@ class MessageTree:
                 conn.execute(f"UPDATE messages SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
                              (*fields.values(), message_id))
             conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (time.time(), row["session_id"]))
+
+    def mark_interrupted(self) -> int:
+        """Start-up, with the data directory locked: every reply still "streaming" was left by a dead process; mark
+        it "interrupted" (the text it had streamed stays). Returns how many."""
+        with self._tx() as conn:
+            return conn.execute("UPDATE messages SET status = 'interrupted', stats = json_set(stats, '$.error', ?) "
+                                "WHERE status = 'streaming'", (INTERRUPTED,)).rowcount
 
     def get_message(self, user_id: int, message_id: int) -> dict:
         """One message as a dict (see active_path)."""

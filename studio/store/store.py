@@ -22,12 +22,12 @@ from contextlib import contextmanager
 
 from studio.store.budget import CountCache
 from studio.store.export import ExportImport
-from studio.store.messages import DEFAULT_TITLE, PATH_TO, MessageTree, NotFound, message_dict
+from studio.store.messages import DEFAULT_TITLE, INTERRUPTED, PATH_TO, MessageTree, NotFound, message_dict
 from studio.store.prompt import PromptBuilder
 from studio.store.schema import has_search_index, migrate
 from studio.store.search import search_sessions
 
-__all__ = ["DEFAULT_TITLE", "NotFound", "SessionStore"]
+__all__ = ["DEFAULT_TITLE", "INTERRUPTED", "NotFound", "SessionStore"]
 
 
 class SessionStore(MessageTree, PromptBuilder, ExportImport):

@@ -3,6 +3,7 @@ pending for the next message), remove pending ones, and the budget meter. A mixi
 `uid`, `view`, `empty_budget`, `store`, `chat`, `max_upload_bytes`, `_locks` and `_page_sessions`).
 """
 import asyncio
+import contextlib
 import os
 import time
 
@@ -52,25 +53,29 @@ class DocumentHandlers:
         """Paths whose file (same name and size) is not already waiting to be sent: the composer reports one
         upload in more than one change event."""
         pending = {(a["name"], a["num_bytes"]) for a in self.store.attachments(uid, sid) if a["message_id"] is None}
-        return [p for p in paths if (os.path.basename(p), os.path.getsize(p)) not in pending]
+        return [p for p in paths if os.path.isfile(p) and (os.path.basename(p), os.path.getsize(p)) not in pending]
 
     async def _read(self, uid, sid, path, name):
-        """Run chat.attach on a worker thread; yield progress HTML while it reads, then an exception if it failed."""
+        """Run chat.attach_isolated (a reading process); yield progress HTML while it reads, then an exception if it
+        failed. Leaving (the page closed: this generator cancelled) kills the reading process."""
         state = {"done": 0, "total": 1, "stage": "parse"}
         started = time.perf_counter()
-        task = asyncio.ensure_future(asyncio.to_thread(
-            self.chat.attach, uid, sid, path, original_name=name, max_bytes=self.max_upload_bytes,
+        task = asyncio.ensure_future(self.chat.attach_isolated(
+            uid, sid, path, original_name=name, max_bytes=self.max_upload_bytes,
             progress=lambda done, total, stage: state.update(done=done, total=total, stage=stage)))
-        while not task.done():
-            await asyncio.wait({task}, timeout=PROGRESS_EVERY_S)
-            eta = views.eta_seconds(state["done"], state["total"], time.perf_counter() - started)
-            unit = "characters" if state["stage"] in ("tokens", "parse") else state["stage"]
-            verb = f"reading {name}:" if unit != "characters" else f"counting tokens of {name}:"
-            yield views_html.progress_html(verb, state["done"], state["total"], eta, unit=unit)
         try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=PROGRESS_EVERY_S)
+                eta = views.eta_seconds(state["done"], state["total"], time.perf_counter() - started)
+                unit = "characters" if state["stage"] in ("tokens", "parse") else state["stage"]
+                verb = f"reading {name}:" if unit != "characters" else f"counting tokens of {name}:"
+                yield views_html.progress_html(verb, state["done"], state["total"], eta, unit=unit)
             task.result()
         except (DocumentError, NotFound, ValueError) as exc:
             yield exc
+        finally:
+            task.cancel()
+            remove_gradio_copy(path)
 
     def clear_pending(self, request: gr.Request, sid, *settings_panel) -> tuple:
         """Remove the documents waiting to be sent; returns (chips, meter)."""
@@ -91,3 +96,11 @@ class DocumentHandlers:
 def _path(file) -> str:
     return file if isinstance(file, str) else file.get("path") or file.get("name")
 
+
+def remove_gradio_copy(path: str) -> None:
+    """Delete Gradio's temp copy of an upload once read (its text is in the store); other paths are left alone."""
+    upload_dir = os.path.realpath(gr.utils.get_upload_folder())
+    real = os.path.realpath(path)
+    if real.startswith(upload_dir + os.sep):
+        with contextlib.suppress(OSError):
+            os.remove(real)

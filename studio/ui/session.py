@@ -6,9 +6,6 @@ the studio runs with --auth, else "local"; every store call passes that user, so
 """
 import asyncio
 import html
-import json
-import os
-import tempfile
 
 import gradio as gr
 
@@ -16,7 +13,8 @@ from studio.ui import views, views_html
 from studio.chat_settings import ChatSettings
 from studio.store.store import NotFound
 from studio.store.budget import summarize
-from studio.ui.documents import DocumentHandlers
+from studio.ui.documents import DocumentHandlers, remove_gradio_copy
+from studio.ui.exports import export_link
 from studio.ui.page import header_html
 from studio.ui.values import DEFAULT_SETTINGS, only, radio, settings_from, settings_values, skip
 
@@ -121,25 +119,20 @@ class SessionHandlers(DocumentHandlers):
         return (None, {"value": "Delete", "__type__": "update"}) + view
 
     def export(self, request: gr.Request, sid, fmt):
-        """Write the session as Markdown or JSON to a temp file for download."""
+        """A link to the session's export (made on request by the owner-checked /export route, no temp file)."""
         if not sid:
-            return None
-        uid = self.uid(request)
-        title = self.store.get_session(uid, sid)["title"]
-        safe = "-".join("".join(c if c.isalnum() or c in "-_" else " " for c in title).split()) or "chat"
-        path = os.path.join(tempfile.mkdtemp(prefix="m1-export-"), f"{safe}.{'md' if fmt == 'md' else 'json'}")
-        with open(path, "w", encoding="utf-8") as file:
-            if fmt == "md":
-                file.write(self.store.export_markdown(uid, sid))
-            else:
-                json.dump(self.store.export_json(uid, sid), file, ensure_ascii=False, indent=1)
-        return path
+            return ""
+        title = self.store.get_session(self.uid(request), sid)["title"]
+        return export_link(getattr(self.services, "root_path", "") or "", sid, "md" if fmt == "md" else "json", title)
 
     def import_file(self, request: gr.Request, path) -> tuple:
         """Import an exported JSON session and open it; a bad file is reported, nothing is added."""
         uid = self.uid(request)
-        with open(path, "rb") as file:
-            sid = self.store.import_json(uid, file.read())
+        try:
+            with open(path, "rb") as file:
+                sid = self.store.import_json(uid, file.read())
+        finally:
+            remove_gradio_copy(path)
         return self.switch(request, sid)
 
     def share(self, request: gr.Request, sid, reasoning, documents) -> str:

@@ -16,6 +16,8 @@ from studio.ui import views
 from studio.chat_settings import MAX_OUTPUT_TOKENS, SYSTEM_PRESETS
 from studio.ui.chat import ChatHandlers
 from studio.ui.page import add_share_route, header_html, theme
+from studio.ui.exports import add_export_route
+from studio.ui.queue_guard import SessionHashGuard, gradio_user_lookup
 from studio.ui.session import SessionHandlers
 from studio.ui.values import DEFAULT_SETTINGS
 
@@ -51,8 +53,7 @@ def build_ui(services) -> gr.Blocks:
                 with gr.Row():
                     export_md = gr.Button("Export .md", size="sm", elem_id="m1-export-md")
                     export_json = gr.Button("Export .json", size="sm", elem_id="m1-export-json")
-                download = gr.File(label="Download", visible=True, interactive=False, elem_id="m1-download",
-                                   height=80)
+                download = gr.HTML("", elem_id="m1-download")  # a link to /export/{id}.{fmt} (studio.ui.exports)
                 importer = gr.UploadButton("Import .json", file_types=[".json"], size="sm", elem_id="m1-import")
             with gr.Accordion("Share (read-only link)", open=False, elem_id="m1-share"):
                 share_reasoning = gr.Checkbox(True, label="Include reasoning")
@@ -200,8 +201,19 @@ def mount_ui(app, chat, config):
     login page when config.auth lists users (each then sees only their own sessions)."""
     services = StudioServices.from_server(chat, config)
     add_share_route(app, services.store)
-    return gr.mount_gradio_app(app, build_ui(services), path="/", auth=list(config.auth) or None,
+    logins = add_export_route(app, services.store, auth=bool(config.auth))
+    app = gr.mount_gradio_app(app, build_ui(services), path="/", auth=list(config.auth) or None,
                                root_path=config.root_path or None, max_file_size=f"{config.max_upload_mb}mb",
                                theme=theme(), css_paths=[ASSETS / "style.css"],
                                favicon_path=str(ASSETS / "logo.svg"), footer_links=[],
                                auth_message="M1 Studio: sign in to see your chats.")
+    logins.gradio_app = mounted_gradio_app(app)
+    if config.auth:  # a page's Gradio session hash serves only the login that first used it (queue_guard)
+        app.add_middleware(SessionHashGuard, user_of=gradio_user_lookup(logins.gradio_app))
+    return app
+
+
+def mounted_gradio_app(app):
+    """The Gradio App that gr.mount_gradio_app put on the FastAPI app (it holds the login tokens)."""
+    from starlette.routing import Mount
+    return next(route.app for route in app.routes if isinstance(route, Mount) and hasattr(route.app, "tokens"))

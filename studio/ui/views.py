@@ -100,7 +100,8 @@ def answer_messages(content: str, reasoning: str, stats: dict, status: str, *,
             "Tick **Load earlier thinking** to read them.*")
         messages.append(thought_message(shown, pending=False, seconds=seconds,
                                         tokens=stats.get("reasoning_tokens") or 0))
-    note = {"stopped": "\n\n*⏹ stopped*", "error": "\n\n*⚠ generation failed*"}.get(status, "")
+    note = {"stopped": "\n\n*⏹ stopped*", "error": "\n\n*⚠ generation failed*",
+            "interrupted": "\n\n*⚠ interrupted: the server stopped during this reply*"}.get(status, "")
     if content or note:
         messages.append({"role": "assistant", "content": display_text(content) + note})
     panel = stats_message(stats) if stats else None
