@@ -1,0 +1,71 @@
+"""Start engine replicas on Ray Serve (a local Ray cluster, or one joined by address) and return their client.
+
+    engine = start_replicas("data/models/m1-tiny", replicas=2, engine={"device": "cpu"})   # a ReplicaEngine
+    ...
+    engine.shutdown()            # deletes the Serve app; stops Ray too when this process started it
+
+Each replica is one `EngineReplica` actor with `gpus_per_replica` GPUs (its tensor-parallel size; 0 for a CPU
+engine) and the session-affinity request router; no Serve HTTP proxy is started (the studio's own server is the
+ingress and talks to the replicas through a DeploymentHandle). Worker processes find this repository through
+PYTHONPATH (on a cluster, the image must hold the code at the same path: see deploy/).
+"""
+import logging
+import os
+from pathlib import Path
+
+from ..text.tokenizer import load_tokenizer
+from .client import ReplicaEngine
+from .replica import EngineReplica
+from .router import SessionAffinityRouter
+
+ROOT = Path(__file__).resolve().parents[2]
+APP_NAME = "m1-engine"
+DEPLOYMENT = "EngineReplica"
+
+
+def engine_deployment(replicas: int, gpus_per_replica: float, cpus_per_replica: float, max_ongoing: int):
+    """The Serve deployment of EngineReplica (not yet bound to its arguments)."""
+    from ray import serve
+    from ray.serve.config import RequestRouterConfig
+    return serve.deployment(EngineReplica, name=DEPLOYMENT, num_replicas=replicas, max_ongoing_requests=max_ongoing,
+                            ray_actor_options={"num_gpus": gpus_per_replica, "num_cpus": cpus_per_replica},
+                            request_router_config=RequestRouterConfig(request_router_class=SessionAffinityRouter),
+                            health_check_period_s=2, health_check_timeout_s=30, graceful_shutdown_timeout_s=5)
+
+
+def start_replicas(model: str, *, replicas: int, gpus_per_replica: float = 0, cpus_per_replica: float = 1,
+                   engine: dict | None = None, engine_args: dict | None = None, ray_address: str | None = None,
+                   torch_threads: int | None = None, max_ongoing: int | None = None,
+                   app_name: str = APP_NAME) -> ReplicaEngine:
+    """Deploy `replicas` engines of `model` (LLMEngine keyword `engine`, EngineArgs fields `engine_args`) and
+    return a ReplicaEngine on them. Blocks until every replica has loaded its model."""
+    import ray
+    from ray import serve
+
+    engine, engine_args = dict(engine or {}), dict(engine_args or {})
+    owns_ray = not ray.is_initialized() and ray_address is None
+    if not ray.is_initialized():
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        ray.init(address=ray_address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": path}},
+                 **({"num_cpus": max(os.cpu_count() or 1, int(replicas * cpus_per_replica) + 1)} if owns_ray else {}))
+    serve.start(proxy_location="Disabled")
+    slots = max_ongoing or engine_args.get("max_num_seqs", 32)
+    deployment = engine_deployment(replicas, gpus_per_replica, cpus_per_replica, slots)
+    handle = serve.run(deployment.bind(model, engine, engine_args, torch_threads), name=app_name, route_prefix=None)
+
+    def stop() -> None:
+        serve.delete(app_name)
+        if owns_ray:
+            serve.shutdown()
+            ray.shutdown()
+
+    return ReplicaEngine(handle, load_tokenizer(model), on_shutdown=stop)
+
+
+def live_replicas(app_name: str = APP_NAME) -> list[str]:
+    """Unique ids of the engine replicas whose actors are alive now (from the cluster's named actors)."""
+    import ray
+    prefix = f"SERVE_REPLICA::{app_name}#{DEPLOYMENT}#"
+    names = ray.util.list_named_actors(all_namespaces=True)
+    return sorted(a["name"][len(prefix):] for a in names if a["name"].startswith(prefix))
