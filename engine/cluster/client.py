@@ -25,8 +25,9 @@ RETRIES = 3
 
 
 class ReplicaEngine:
-    def __init__(self, handle, tokenizer, *, on_shutdown=None):
+    def __init__(self, handle, tokenizer, *, app_name: str, deployment: str, on_shutdown=None):
         self.handle, self.tokenizer, self._on_shutdown = handle, tokenizer, on_shutdown
+        self.replica_prefix = f"SERVE_REPLICA::{app_name}#{deployment}#"
         info = handle.options(method_name="info").remote().result()
         self.device = info["device"]
         self.running: dict[str, str | None] = {}  # request id -> replica serving it (None until it said)
@@ -97,6 +98,16 @@ class ReplicaEngine:
     def call(self, fn, *args):
         """`fn(engine, *args)` on the local view (running requests, window, limits): there is no engine here."""
         return fn(self.engine, *args)
+
+    def live_replicas(self) -> list[str]:
+        """Unique ids of the engine replicas whose actors are alive now (the cluster's named actors)."""
+        import ray
+        names = ray.util.list_named_actors(all_namespaces=True)
+        return sorted(a["name"][len(self.replica_prefix):] for a in names if a["name"].startswith(self.replica_prefix))
+
+    def replicas(self) -> list[dict]:
+        """For /health and the studio's banner: each live replica's status (blocking, at most ~2 s)."""
+        return self.replica_status(self.live_replicas())
 
     def replica_status(self, replica_ids, timeout_s: float = 2.0) -> list[dict]:
         """Status of each live replica (blocking; not from an event loop): running requests, saved-state counters,

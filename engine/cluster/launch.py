@@ -60,12 +60,4 @@ def start_replicas(model: str, *, replicas: int, gpus_per_replica: float = 0, cp
             serve.shutdown()
             ray.shutdown()
 
-    return ReplicaEngine(handle, load_tokenizer(model), on_shutdown=stop)
-
-
-def live_replicas(app_name: str = APP_NAME) -> list[str]:
-    """Unique ids of the engine replicas whose actors are alive now (from the cluster's named actors)."""
-    import ray
-    prefix = f"SERVE_REPLICA::{app_name}#{DEPLOYMENT}#"
-    names = ray.util.list_named_actors(all_namespaces=True)
-    return sorted(a["name"][len(prefix):] for a in names if a["name"].startswith(prefix))
+    return ReplicaEngine(handle, load_tokenizer(model), app_name=app_name, deployment=DEPLOYMENT, on_shutdown=stop)
