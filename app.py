@@ -55,11 +55,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                          help="GPUs per replica (default: the tensor-parallel size; 0 with --device cpu)")
     cluster.add_argument("--cpus-per-replica", type=float, default=1.0)
     cluster.add_argument("--ray-address", default=None,
-                         help="join this Ray cluster (e.g. ray://head:10001 or auto) instead of starting a local one")
+                         help="join this Ray cluster (e.g. auto, or head:6379) instead of starting a local one; "
+                              "without --replicas, attach to the engine replicas it already runs (a RayService)")
     args = ap.parse_args(argv)
-    if args.ray_address and not args.replicas:
-        ap.error("--ray-address needs --replicas N")
-    if args.replicas and args.backend != "m1":
+    if (args.replicas or args.ray_address) and args.backend != "m1":
         ap.error("--replicas runs our engine (--backend m1)")
     return args
 
@@ -131,7 +130,7 @@ def load_engine(args: argparse.Namespace):
     if args.backend != "m1":
         return load_other_backend(args, dtype)
     engine_args = {"max_model_len": args.max_model_len, "shared_state_dir": args.state_dir}
-    if args.replicas:
+    if args.replicas or args.ray_address:
         return load_replicas(args, dtype, engine_args)
     llm = LLMEngine(args.model, device=args.device, dtype=dtype, args=EngineArgs(**engine_args),
                     progress=progress, tensor_parallel_size=args.tensor_parallel_size,
@@ -153,7 +152,7 @@ def load_replicas(args: argparse.Namespace, dtype, engine_args: dict):
                             cpus_per_replica=args.cpus_per_replica, ray_address=args.ray_address,
                             engine={"device": args.device, "dtype": dtype, "quantization": args.quantization,
                                     "tensor_parallel_size": args.tensor_parallel_size}, engine_args=engine_args)
-    print(f"{args.replicas} engine replicas ready in {time.perf_counter() - start:.1f} s ({gpus:g} GPUs each, "
+    print(f"{len(engine.live_replicas())} engine replicas ready in {time.perf_counter() - start:.1f} s ({gpus:g} GPUs each, "
           f"{engine.device}), context window {engine.engine.max_model_len:,} tokens", flush=True)
     return engine
 
