@@ -271,3 +271,29 @@ def test_a_killed_replica_ends_its_stream_with_an_error_and_its_sessions_continu
         after = transcript(served.store, uid_i, sid_i)
         assert after[:len(before[i])] == before[i] and len(after) == len(before[i]) + 2  # nothing lost
         assert after == transcript(ref.store, uid_i, ref_sid)  # the re-read gives the in-process output
+
+
+def test_tensor_parallel_engines_share_saved_states_rank_by_rank(tiny_official, tiny_llm, tmp_path, one_thread):
+    """A TP=2 engine restores from the shared directory (each rank its own shard) what it no longer holds itself;
+    a TP=1 engine refuses those files."""
+    from engine import LLM
+    greedy = SamplingParams(temperature=0.0, max_tokens=6)
+    prompt = tiny_llm.engine.tokenizer.encode_chat([{"role": "user", "content": "Tell me a story. " * 12}])
+    want = tiny_llm.generate(prompt_token_ids=prompt, sampling_params=greedy)[0].outputs[0].token_ids
+    options = dict(device="cpu", dtype="float32", tensor_parallel_size=2, max_model_len=1024,
+                   shared_state_dir=str(tmp_path))
+    llm = LLM(str(tiny_official), **options)
+    try:
+        assert llm.generate(prompt_token_ids=prompt, sampling_params=greedy)[0].outputs[0].token_ids == want
+        assert list(tmp_path.glob("*.rank0.pt"))
+        assert len(list(tmp_path.glob("*.rank1.pt"))) == len(list(tmp_path.glob("*.json")))
+        keeper = llm.engine.keeper
+        for entry in list(keeper.index.entries.values()):  # as if another replica: nothing in its own tiers
+            keeper.index.discard(entry)
+        out = llm.generate(prompt_token_ids=prompt, sampling_params=greedy)[0]
+        assert out.outputs[0].token_ids == want and out.metrics["cached_tokens"] == len(prompt) - 1
+        assert keeper.shared.restored == 1
+    finally:
+        llm.close()
+    tp1 = SharedStates(tmp_path, tiny_llm.engine.identity(), 256)
+    assert tp1.lookup(TokenChain(256).extend_to(prompt), len(prompt)) is None and tp1.refused >= 1

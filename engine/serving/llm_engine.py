@@ -106,8 +106,9 @@ class LLMEngine:
                 device_bytes = max(num_blocks * BLOCK_SIZE * self.cache.token_bytes // 4, 64 * self.cache.slot_bytes)
             keeper_args = (self.cache, self.cache_manager.blocks, device_bytes, args.host_state_bytes,
                            args.disk_state_bytes, args.disk_state_dir)
-            self.keeper = SnapshotKeeper(*keeper_args, shared=self._shared_states()) if tensor_parallel_size == 1 \
-                else ShardedSnapshotKeeper(self.workers, *keeper_args)
+            shared = self._shared_states()
+            self.keeper = SnapshotKeeper(*keeper_args, shared=shared) if tensor_parallel_size == 1 \
+                else ShardedSnapshotKeeper(self.workers, *keeper_args, shared=shared)
         self.scheduler = Scheduler(args.max_num_seqs, max(args.max_num_batched_tokens, args.max_num_seqs),
                                    args.prefill_chunk_size, self.cache_manager, self.tokenizer.eos_token_ids,
                                    restore=self.keeper.restorable if self.keeper else None,
@@ -125,9 +126,6 @@ class LLMEngine:
     def _shared_states(self) -> SharedStates | None:
         if not self.args.shared_state_dir:
             return None
-        if self.tp_size != 1:
-            raise NotImplementedError("a shared --state-dir needs --tensor-parallel-size 1 for now (sharded "
-                                      "snapshots stay on their replica)")
         return SharedStates(self.args.shared_state_dir, self.identity(), KEY_BLOCK_TOKENS, self.args.shared_state_bytes)
 
     def close(self) -> None:

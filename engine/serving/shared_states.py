@@ -1,8 +1,9 @@
 """Saved session states on storage every engine replica reads (`--state-dir`): a disk tier others can discover.
 
-One snapshot = two files named by the token-chain hash of the tokens it covers, `<n>-<key>.pt` (the host form:
-lightning states and KV rows) and `<n>-<key>.json` (its identity: model, dtype, quantization, TP layout, block
-size, token count), the JSON written last and both renamed into place, so a reader never sees half a snapshot.
+One snapshot = files named by the token-chain hash of the tokens it covers: `<n>-<key>.pt` (the host form:
+lightning states and KV rows; under tensor parallelism one `<n>-<key>.rank<r>.pt` per rank, written by that rank)
+and `<n>-<key>.json` (its identity: model, dtype, quantization, TP layout, block size, token count), the JSON
+written last and every file renamed into place, so a reader never sees half a snapshot.
 `<key>` is BLAKE2b over the chain hash of the last full block and the tail tokens (`StateCache`'s key), so finding
 a prompt's longest saved prefix costs one directory listing plus a tail hash per candidate length.
 
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ..runtime.cache import HostSnap
+from ..runtime.snap_files import load_snap, save_snap, write_atomic
 from .state_cache import TokenChain
 
 log = logging.getLogger(__name__)
@@ -45,8 +47,8 @@ def checkpoint_fingerprint(model_dir, sample_bytes: int = 1 << 20) -> str:
 
 @dataclass
 class SharedHit:
-    """A snapshot found on the shared storage for an admission query: its tensors' file and token count."""
-    path: str
+    """A snapshot found on the shared storage for an admission query: its files' path without suffix, its size."""
+    stem: str
     num_tokens: int
     tier: str = "shared"
 
@@ -66,16 +68,20 @@ class SharedStates:
         key = hashlib.blake2b(node + tokens[full * self.block_tokens:].tobytes(), digest_size=16).hexdigest()
         return f"{len(tokens):0{LENGTH_DIGITS}d}-{key}"
 
-    def save(self, tokens: array, chain: list[bytes], snap: HostSnap) -> Path:
-        """Write a snapshot (replacing one of the same tokens); returns its tensor file."""
-        stem = self.stem(tokens, chain)
+    def save(self, tokens: array, chain: list[bytes], snap) -> str:
+        """Write a snapshot (replacing one of the same tokens): a HostSnap, or `snap(stem)` writing the tensor
+        files itself (each rank its shard); returns the files' path without suffix."""
+        stem = str(self.root / self.stem(tokens, chain))
+        if isinstance(snap, HostSnap):
+            save_snap(stem, snap)
+        else:
+            snap(stem)
         meta = {**self.identity, "num_tokens": len(tokens)}
-        data = self._write(f"{stem}.pt", lambda f: torch.save(vars(snap), f))
-        self._write(f"{stem}.json", lambda f: f.write(json.dumps(meta, sort_keys=True).encode()))
+        write_atomic(f"{stem}.json", lambda f: f.write(json.dumps(meta, sort_keys=True).encode()))
         self.saved += 1
         if self.max_bytes:
             self.prune()
-        return data
+        return stem
 
     def lookup(self, tc: TokenChain, limit: int) -> SharedHit | None:
         """The longest saved prefix of `tc.tokens` of at most `limit` tokens with this engine's identity."""
@@ -84,26 +90,26 @@ class SharedStates:
                          reverse=True)
         for n in (n for n in lengths if 0 < n <= limit):
             stem = self.stem(*tc.prefix(n))
-            if f"{stem}.json" not in names or f"{stem}.pt" not in names:
-                continue
-            if self._matches(stem):
-                return SharedHit(str(self.root / f"{stem}.pt"), n)
+            if f"{stem}.json" in names and self._matches(stem):
+                return SharedHit(str(self.root / stem), n)
         return None
 
-    def load(self, hit: SharedHit) -> HostSnap:
-        self.restored += 1
-        return HostSnap(**torch.load(hit.path, weights_only=True))
+    def load(self, hit: SharedHit, rank: int | None = None) -> HostSnap:
+        """The tensors of a hit (of one rank's shard under tensor parallelism)."""
+        self.restored += rank in (None, 0)
+        return load_snap(hit.stem, rank)
 
     def prune(self) -> int:
         """Delete the oldest snapshots until the directory holds at most `max_bytes`; returns how many went."""
-        files = sorted((p for p in self.root.glob("*.pt")), key=lambda p: p.stat().st_mtime)
-        total, gone = sum(p.stat().st_size for p in files), 0
-        for path in files:
+        metas = sorted(self.root.glob("*.json"), key=lambda p: p.stat().st_mtime)
+        files = {m: [m, *self.root.glob(f"{m.stem}.*pt")] for m in metas}
+        total, gone = sum(f.stat().st_size for group in files.values() for f in group), 0
+        for meta in metas:
             if total <= self.max_bytes:
                 break
-            total -= path.stat().st_size
-            path.with_suffix(".json").unlink(missing_ok=True)
-            path.unlink(missing_ok=True)
+            for f in files[meta]:  # the JSON first: readers stop finding it before its tensors go
+                total -= f.stat().st_size
+                f.unlink(missing_ok=True)
             gone += 1
         return gone
 
@@ -119,11 +125,3 @@ class SharedStates:
             log.warning("refused saved state %s: written by another engine (differs in %s)", stem, diff)
             return False
         return True
-
-    def _write(self, name: str, write) -> Path:
-        final = self.root / name
-        tmp = self.root / f".{name}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, final)
-        return final

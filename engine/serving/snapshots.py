@@ -61,9 +61,12 @@ class SnapshotKeeper:
     def flush(self) -> None:
         for tokens, handle, nbytes, chain in self.pending:  # a newer snapshot of the same tokens replaces the older
             if self.shared is not None:
-                self.shared.save(tokens, chain, handle if isinstance(handle, HostSnap) else self._to_host(handle))
+                self._save_shared(tokens, chain, handle)
             self.index.put(tokens, handle, nbytes, chain)
         self.pending.clear()
+
+    def _save_shared(self, tokens, chain, handle) -> None:
+        self.shared.save(tokens, chain, handle if isinstance(handle, HostSnap) else self._to_host(handle))
 
     def reclaim(self, num_blocks: int) -> int:
         """Free up to `num_blocks` KV blocks for running sequences by demoting device snapshots (LRU first)."""
