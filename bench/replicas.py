@@ -41,6 +41,7 @@ async def timed(engine, ids, params, **kw) -> dict:
         if update.token_ids:
             arrivals.append(time.perf_counter() - start)
         final = update if update.finished else final
+    assert final is not None and final.error is None and arrivals, final
     return {"ttft": arrivals[0], "total": time.perf_counter() - start, "arrivals": arrivals, "stats": final.stats}
 
 
@@ -67,12 +68,12 @@ def follow_ups(engine, repeats: int, state_dir: Path) -> dict:
     live = engine.live_replicas()
     out = {"affinity": [], "moved_shared_state_dir": [], "moved_reread": []}
     for i in range(repeats):
-        history = [1000 + i] + list(range(20, 1520))  # each conversation differs from its first token
-        follow = history + list(range(30, 50))
         session = f"bench-{i}"
         home = rank_replicas(session, live)[0]
         other_id = next(f"{session}-x{k}" for k in range(999) if rank_replicas(f"{session}-x{k}", live)[0] != home)
-        for case in out:
+        for c, case in enumerate(out):
+            history = [1000 + 3 * i + c] + list(range(20, 1520))  # a new conversation (its first token differs)
+            follow = history + list(range(30, 50))
             r0 = run(timed(engine, history, SamplingParams(max_tokens=4, seed=i), session_id=session))
             assert r0["stats"]["replica"] == home
             if case == "moved_reread":
@@ -82,8 +83,6 @@ def follow_ups(engine, repeats: int, state_dir: Path) -> dict:
             r = run(timed(engine, follow, SamplingParams(max_tokens=4, seed=i), session_id=sid))
             out[case].append({"ttft": r["ttft"], "cached": r["stats"]["cached_tokens"],
                               "prompt": r["stats"]["prompt_tokens"], "replica_moved": r["stats"]["replica"] != home})
-            history = [history[0] + 7919] + history[1:]  # the next case starts a new conversation
-            follow = history + list(range(30, 50))
     return {case: {"ttft_median_s": statistics.median(x["ttft"] for x in rows), "runs": rows}
             for case, rows in out.items()}
 

@@ -217,6 +217,23 @@ def test_a_session_moved_to_the_other_replica_restores_its_state_from_the_shared
     assert status[other]["shared_states"]["restored"] >= 1 and status[other]["shared_states"]["refused"] == 0
 
 
+def test_leaving_a_stream_aborts_its_request_on_the_replica(replicas):
+    async def leave_after_two_tokens():
+        tokens, stream = 0, replicas.stream(list(range(10, 80)), SamplingParams(max_tokens=1500, ignore_eos=True),
+                                            session_id="leaving")
+        async for update in stream:
+            tokens += len(update.token_ids)
+            if tokens >= 2:
+                break
+        await stream.aclose()
+    asyncio.run(leave_after_two_tokens())
+    deadline = time.time() + 30
+    while any(s["running"] for s in replicas.replicas()):
+        assert time.time() < deadline, replicas.replicas()
+        time.sleep(0.2)
+    assert not replicas.running
+
+
 def test_snapshots_of_another_model_or_tp_layout_are_refused(tmp_path):
     tokens = list(range(3, 300))
     chain = TokenChain(256).extend_to(tokens)
