@@ -27,6 +27,7 @@ from studio.api_request import parse_request
 from studio.chat import ChatService, ChatSettings
 from studio.server import ServerConfig, build_app
 from studio.store.store import SessionStore
+from studio.ui.views import replicas_html
 
 pytestmark = pytest.mark.timeout(900)
 WINDOW = 2048
@@ -195,6 +196,8 @@ def test_api_sessions_by_user_field_or_header_stay_on_their_replica(api, replica
     health = httpx.get(f"{api}/health", timeout=30).json()
     assert health["replicas"]["alive"] == 2, health
     assert sum(r["sessions"] for r in health["replicas"]["per_replica"]) >= 12, health
+    banner = replicas_html(health["replicas"]["per_replica"])  # the studio's banner, from the same statuses
+    assert "2 of 2 engine replicas alive" in banner and all(r["replica"] in banner for r in health["replicas"]["per_replica"])
 
 
 def test_a_session_moved_to_the_other_replica_restores_its_state_from_the_shared_state_dir(api, replicas, reference):
