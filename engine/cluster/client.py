@@ -11,6 +11,7 @@ an error update saying so (never hangs). Leaving the stream early cancels it on 
 """
 import asyncio
 import uuid
+from collections import OrderedDict
 from contextlib import aclosing
 from types import SimpleNamespace
 
@@ -22,6 +23,7 @@ from ..serving.sampling import SamplingParams
 
 LOST = (RayActorError, ActorUnavailableError, ReplicaUnavailableError)
 RETRIES = 3
+MAX_SESSIONS = 100_000  # sessions remembered for the per-replica counts (least recently served dropped first)
 
 
 class ReplicaEngine:
@@ -35,7 +37,7 @@ class ReplicaEngine:
                                       args=SimpleNamespace(enable_state_reuse=info["state_reuse"],
                                                            max_num_seqs=info["max_num_seqs"]),
                                       close=lambda: None)
-        self.session_replica: dict[str, str] = {}  # session id -> replica that served its last turn
+        self.session_replica: OrderedDict[str, str] = OrderedDict()  # session -> replica of its last turn
 
     async def stream(self, prompt_token_ids: list[int], params: SamplingParams | None = None,
                      request_id: str | None = None, keep_at=(), *, session_id: str | None = None, **options):
@@ -70,7 +72,7 @@ class ReplicaEngine:
                 if finished:
                     item.stats = {**(item.stats or {}), "replica": replica}
                     if request["session_id"]:
-                        self.session_replica[request["session_id"]] = replica
+                        self._served(request["session_id"], replica)
                 yield item
         except LOST as exc:
             if not produced and not last:
@@ -83,6 +85,12 @@ class ReplicaEngine:
         finally:
             if not finished:
                 responses.cancel()  # the caller left: the replica's stream is cancelled and aborts the request
+
+    def _served(self, session_id: str, replica: str) -> None:
+        self.session_replica[session_id] = replica
+        self.session_replica.move_to_end(session_id)
+        while len(self.session_replica) > MAX_SESSIONS:
+            self.session_replica.popitem(last=False)
 
     def abort(self, request_id: str) -> None:
         replica = self.running.get(request_id)
