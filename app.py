@@ -2,6 +2,7 @@
 
     python app.py                                   # tiny random-weights demo model, created on first run
     python app.py --model /models/MiniMax-M1-80k --port 8000 --api-key sk-local --auth alice:secret
+    python app.py --replicas 2 --device cpu --state-dir /shared/m1-states   # engines on Ray Serve (engine.cluster)
 """
 import argparse
 import os
@@ -45,7 +46,21 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="context window in tokens (default: the model's, 65,536 on CPU)")
     engine.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
     engine.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
-    return ap.parse_args(argv)
+    engine.add_argument("--state-dir", default=None,
+                        help="also save session states here (storage every replica reads): a session that moves to "
+                             "another replica, or comes back after a restart, restores instead of re-reading")
+    cluster = ap.add_argument_group("replicas (Ray Serve; without --replicas the engine runs in this process)")
+    cluster.add_argument("--replicas", type=int, default=0, help="engine replicas, each a whole engine")
+    cluster.add_argument("--gpus-per-replica", type=float, default=None,
+                         help="GPUs per replica (default: the tensor-parallel size; 0 with --device cpu)")
+    cluster.add_argument("--cpus-per-replica", type=float, default=1.0)
+    cluster.add_argument("--ray-address", default=None,
+                         help="join this Ray cluster (e.g. auto, or head:6379) instead of starting a local one; "
+                              "without --replicas, attach to the engine replicas it already runs (a RayService)")
+    args = ap.parse_args(argv)
+    if (args.replicas or args.ray_address) and args.backend != "m1":
+        ap.error("--replicas runs our engine (--backend m1)")
+    return args
 
 
 def _user_pass(value: str) -> tuple[str, str]:
@@ -114,12 +129,32 @@ def load_engine(args: argparse.Namespace):
     dtype = None if args.dtype == "auto" else args.dtype
     if args.backend != "m1":
         return load_other_backend(args, dtype)
-    llm = LLMEngine(args.model, device=args.device, dtype=dtype, args=EngineArgs(max_model_len=args.max_model_len),
+    engine_args = {"max_model_len": args.max_model_len, "shared_state_dir": args.state_dir}
+    if args.replicas or args.ray_address:
+        return load_replicas(args, dtype, engine_args)
+    llm = LLMEngine(args.model, device=args.device, dtype=dtype, args=EngineArgs(**engine_args),
                     progress=progress, tensor_parallel_size=args.tensor_parallel_size,
                     quantization=args.quantization)
     print(f"model loaded in {time.perf_counter() - start:.1f} s on {llm.device} ({str(llm.dtype).split('.')[-1]}), "
           f"context window {llm.max_model_len:,} tokens", flush=True)
     return AsyncEngine(llm)
+
+
+def load_replicas(args: argparse.Namespace, dtype, engine_args: dict):
+    """--replicas N: N engines on Ray Serve (a local cluster, or --ray-address), behind the same interface."""
+    from engine.cluster.launch import start_replicas
+
+    gpus = args.gpus_per_replica
+    if gpus is None:
+        gpus = 0 if args.device == "cpu" else args.tensor_parallel_size
+    start = time.perf_counter()
+    engine = start_replicas(args.model, replicas=args.replicas, gpus_per_replica=gpus,
+                            cpus_per_replica=args.cpus_per_replica, ray_address=args.ray_address,
+                            engine={"device": args.device, "dtype": dtype, "quantization": args.quantization,
+                                    "tensor_parallel_size": args.tensor_parallel_size}, engine_args=engine_args)
+    print(f"{len(engine.live_replicas())} engine replicas ready in {time.perf_counter() - start:.1f} s ({gpus:g} GPUs each, "
+          f"{engine.device}), context window {engine.engine.max_model_len:,} tokens", flush=True)
+    return engine
 
 
 def load_other_backend(args: argparse.Namespace, dtype):

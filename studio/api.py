@@ -3,7 +3,10 @@
 Stateless like OpenAI, but on the shared engine: a client that resends a conversation with a new turn gets the
 earlier turns' state back from the engine (usage.prompt_tokens_details.cached_tokens). Streamed chunks carry
 the thinking in `delta.reasoning_content` and the answer in `delta.content`; a client that disconnects aborts
-its request. With API keys configured every /v1 call needs `Authorization: Bearer <key>` (401 otherwise).
+its request. With several engine replicas (app.py --replicas) a conversation's turns reach the replica holding its
+state when they carry a session: the `user` field or an `X-Session-Id` header (the header wins); the replica is
+named in `system_fingerprint` ("replica-<id>"). With API keys configured every /v1 call needs
+`Authorization: Bearer <key>` (401 otherwise).
 """
 import asyncio
 import json
@@ -49,7 +52,8 @@ class OpenAIService:
     def generation(self, req: CompletionRequest) -> Generation:
         """A Generation for a parsed request."""
         return Generation(self.engine, req.prompt_ids, req.params, keep_at=req.keep_at,
-                          starts_in_reasoning=req.force_think_start, thinking_budget=req.thinking_budget)
+                          starts_in_reasoning=req.force_think_start, thinking_budget=req.thinking_budget,
+                          session_id=req.session_id)
 
     async def complete(self, req: CompletionRequest) -> dict:
         """A whole chat.completion object."""
@@ -60,7 +64,7 @@ class OpenAIService:
             raise APIError(500, final.text, type="server_error", code="engine_error")
         message = {"role": "assistant", "content": generation.answer,
                    "reasoning_content": generation.reasoning or None}
-        return {**self._head("chat.completion"), "choices": [
+        return {**self._head("chat.completion"), **_fingerprint(final.stats), "choices": [
             {"index": 0, "message": message, "logprobs": None, "finish_reason": _finish_reason(final.stats)}],
             "usage": usage(final.stats)}
 
@@ -82,6 +86,7 @@ class OpenAIService:
             elif event.kind == "error":
                 yield {"data": _json(APIError(500, event.text, type="server_error", code="engine_error").body())}
             elif event.kind == "done":
+                head.update(_fingerprint(event.stats))  # the last chunks name the replica that served the turn
                 yield chunk({}, _finish_reason(event.stats))
                 if req.include_usage:
                     yield {"data": _json({**head, "choices": [], "usage": usage(event.stats)})}
@@ -98,6 +103,11 @@ def usage(stats: dict) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": stats.get("cached_tokens") or 0},
             "completion_tokens_details": {"reasoning_tokens": stats.get("reasoning_tokens") or 0}}
+
+
+def _fingerprint(stats: dict) -> dict:
+    """`system_fingerprint` names the engine replica that served the request (multi-replica mode only)."""
+    return {"system_fingerprint": f"replica-{stats['replica']}"} if stats and stats.get("replica") else {}
 
 
 def _finish_reason(stats: dict) -> str:
@@ -151,6 +161,7 @@ def create_router(service: OpenAIService) -> APIRouter:
                 raise APIError(400, "the request body is not valid JSON") from None
             req = parse_request(body, model_names=[service.model_name], tokenizer=service.encoder,
                                 window=service.window)
+            req.session_id = request.headers.get("x-session-id") or req.session_id
             if req.stream:
                 return EventSourceResponse(service.stream(req), ping=15)
             return JSONResponse(await _unless_disconnected(request, service.complete(req)))

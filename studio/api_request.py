@@ -44,6 +44,7 @@ class CompletionRequest:
     include_usage: bool
     force_think_start: bool
     thinking_budget: int | None
+    session_id: str | None = None  # `user` (or the X-Session-Id header): its turns go to one engine replica
 
 
 def parse_request(body, *, model_names: list[str], tokenizer, window: int) -> CompletionRequest:
@@ -70,8 +71,11 @@ def parse_request(body, *, model_names: list[str], tokenizer, window: int) -> Co
     budget = body.get("thinking_budget")
     if budget is not None and (not _is_int(budget) or budget < 0):
         raise APIError(400, f"thinking_budget must be an integer >= 0, got {budget!r}", param="thinking_budget")
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise APIError(400, f"user must be a string, got {user!r}", param="user")
     return CompletionRequest(prompt_ids, keep_at, params, _flag(body, "stream"),
-                             bool(options.get("include_usage")), force_think, budget)
+                             bool(options.get("include_usage")), force_think, budget, user or None)
 
 
 def _encode(body: dict, tokenizer) -> list[int]:

@@ -246,7 +246,8 @@ class ChatService:
             prompt = encode(self._encoder, stored, settings.force_think_start)
         generation = Generation(self.engine, prompt.ids, settings.sampling_params(), keep_at=prompt.keep_at,
                                 starts_in_reasoning=settings.force_think_start,
-                                thinking_budget=settings.thinking_budget, lstrip_answer=True)
+                                thinking_budget=settings.thinking_budget, lstrip_answer=True,
+                                session_id=f"{user_id}:{session_id}")
         request = ChatRequest(generation.request_id, user_id, session_id, user_msg, reply, generation)
         self._running[request.request_id] = request
         events, saved, checkpoint = generation.events(), False, (time.monotonic(), 0)

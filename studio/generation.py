@@ -52,12 +52,13 @@ class Generation:
 
     def __init__(self, async_engine, prompt_ids: list[int], params: SamplingParams, *, keep_at=(),
                  starts_in_reasoning: bool = False, thinking_budget: int | None = None,
-                 lstrip_answer: bool = False, request_id: str | None = None):
+                 lstrip_answer: bool = False, request_id: str | None = None, session_id: str | None = None):
         self.engine = async_engine
         self.prompt_ids, self.params, self.keep_at = list(prompt_ids), params, list(keep_at)
         self.thinking_budget = thinking_budget
         self.lstrip_answer = lstrip_answer
         self.request_id = request_id or uuid.uuid4().hex
+        self.session_id = session_id  # the engine routes a session's turns to one replica (multi-replica mode)
         self.starts_in_reasoning = starts_in_reasoning
         self.splitter = ReasoningSplitter(starts_in_reasoning)
         self.close_ids = async_engine.tokenizer.encode(THINK_CLOSE)
@@ -109,7 +110,8 @@ class Generation:
             self._stop_event.set()
         self._started = time.perf_counter()
         stream = self.engine.stream(self.prompt_ids, self.params, self.request_id, self.keep_at,
-                                    starts_in_reasoning=self.starts_in_reasoning, thinking_budget=self.thinking_budget)
+                                    starts_in_reasoning=self.starts_in_reasoning, thinking_budget=self.thinking_budget,
+                                    session_id=self.session_id)
         stop_wait = asyncio.ensure_future(self._stop_event.wait())
         next_update = None
         try:

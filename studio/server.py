@@ -56,8 +56,12 @@ def build_app(async_engine, store, config: ServerConfig) -> FastAPI:
     @app.get("/health")
     async def health():
         requests = await asyncio.to_thread(async_engine.call, lambda engine: len(engine.requests))
-        return {"status": "ok", "model": config.model_name, "random_weights": info["random_weights"],
+        body = {"status": "ok", "model": config.model_name, "random_weights": info["random_weights"],
                 "max_model_len": chat.window, "running_requests": requests}
+        if hasattr(async_engine, "replicas"):  # multi-replica mode (engine.cluster): alive, sessions per replica
+            replicas = await asyncio.to_thread(async_engine.replicas)
+            body["replicas"] = {"alive": sum(r["alive"] for r in replicas), "per_replica": replicas}
+        return body
 
     mount_ui(app, chat, config)
     return app

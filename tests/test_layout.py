@@ -16,6 +16,8 @@ ALLOWED = {
     "engine.runtime": ["kernels", "engine.text", "engine.model", "engine.runtime"],
     "engine.serving": ["kernels", "engine.model", "engine.runtime", "engine.text", "engine.serving"],
     "engine": ["kernels", "engine"],
+    # replicas on Ray Serve: an entry point of the engine (its interface, its state tiers), below the studio
+    "engine.cluster": ["engine.serving", "engine.text", "engine.cluster"],
     "studio.store": ["studio.store"],
     "studio.documents": ["studio.documents"],
     "studio.ui": ["engine", "studio"],

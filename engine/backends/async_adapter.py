@@ -22,7 +22,7 @@ class BackendAsyncEngine:
         self._lock = threading.Lock()  # one generation at a time: these backends are driven synchronously
 
     async def stream(self, prompt_token_ids: list[int], params: SamplingParams | None = None,
-                     request_id: str | None = None, keep_at=(), **options):
+                     request_id: str | None = None, keep_at=(), *, session_id: str | None = None, **options):
         """RequestUpdates of one request; leaving early stops the backend's generation. `keep_at` and the
         engine-only options (thinking_budget, starts_in_reasoning) have no effect here."""
         rid = request_id or uuid.uuid4().hex

@@ -20,6 +20,7 @@ from ..model.model import MiniMaxM1
 from ..model.tp_group import TPGroup, init_group, rank_device
 from ..model.quant import check_quantization, stored_quantization
 from .runner import ModelRunner
+from .snap_files import load_snap, save_snap
 from ..model.weights import load_weights
 
 
@@ -91,6 +92,18 @@ class RankWorker:
         snap = self.snaps[sid]
         torch.save(vars(self._host(snap) if isinstance(snap, DeviceSnap) else snap), path)
         self.snaps[sid] = str(path)
+
+    def snap_save_shared(self, sid: int, stem: str) -> None:
+        """Write this rank's shard of snapshot `sid` to the shared state directory (engine.serving.shared_states)."""
+        snap = self.snaps[sid]
+        if isinstance(snap, str):
+            snap = HostSnap(**torch.load(snap, weights_only=True))
+        save_snap(stem, self._host(snap) if isinstance(snap, DeviceSnap) else snap, self.tp.rank)
+
+    def snap_restore_shared(self, stem: str, slot: int, block_table: list[int], num_tokens: int) -> None:
+        snap = load_snap(stem, self.tp.rank)
+        self.cache.write_slot(slot, snap.states)
+        self.cache.write_rows(self.cache.rows(block_table, num_tokens), snap.keys, snap.values)
 
     def snap_free(self, sid: int) -> None:
         snap = self.snaps.pop(sid, None)

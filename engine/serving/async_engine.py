@@ -30,9 +30,11 @@ class AsyncEngine:
         self._thread.start()
 
     async def stream(self, prompt_token_ids: list[int], params: SamplingParams | None = None,
-                     request_id: str | None = None, keep_at: list[int] = (), **options):
+                     request_id: str | None = None, keep_at: list[int] = (), *, session_id: str | None = None,
+                     **options):
         """Yield RequestUpdates until the request finishes; closing the generator early aborts the request.
-        `keep_at` and `options` (starts_in_reasoning, thinking_budget): see LLMEngine.add_request."""
+        `keep_at` and `options` (starts_in_reasoning, thinking_budget): see LLMEngine.add_request. `session_id`
+        routes a turn to its replica in multi-replica mode (engine.cluster); one engine has nothing to route."""
         request_id = request_id or uuid.uuid4().hex
         updates: asyncio.Queue = asyncio.Queue()
         self._streams[request_id] = (asyncio.get_running_loop(), updates)

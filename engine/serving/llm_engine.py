@@ -22,7 +22,9 @@ from ..runtime.runner import StepItem
 from .sampling import SamplingParams, make_generator, sample
 from .scheduler import LENGTH_EXCEEDED, Scheduler
 from .sequence import Sequence, SequenceStatus
+from .shared_states import SharedStates, checkpoint_fingerprint
 from .snapshots import SnapshotKeeper
+from .state_cache import KEY_BLOCK_TOKENS
 from ..text.tokenizer import load_tokenizer
 from .tp_snapshots import ShardedSnapshotKeeper
 from ..runtime.worker import ShardSpec, check_tp, local_config
@@ -48,6 +50,8 @@ class EngineArgs:
     host_state_bytes: int = 8 << 30
     disk_state_bytes: int = 0
     disk_state_dir: str | None = None
+    shared_state_dir: str | None = None  # storage every replica reads: sessions that move restore from it
+    shared_state_bytes: int = 0  # its byte budget (0: unlimited)
 
 
 def resolve_dtype(dtype, device: torch.device, cfg: ModelConfig) -> torch.dtype:
@@ -102,8 +106,9 @@ class LLMEngine:
                 device_bytes = max(num_blocks * BLOCK_SIZE * self.cache.token_bytes // 4, 64 * self.cache.slot_bytes)
             keeper_args = (self.cache, self.cache_manager.blocks, device_bytes, args.host_state_bytes,
                            args.disk_state_bytes, args.disk_state_dir)
-            self.keeper = SnapshotKeeper(*keeper_args) if tensor_parallel_size == 1 \
-                else ShardedSnapshotKeeper(self.workers, *keeper_args)
+            shared = self._shared_states()
+            self.keeper = SnapshotKeeper(*keeper_args, shared=shared) if tensor_parallel_size == 1 \
+                else ShardedSnapshotKeeper(self.workers, *keeper_args, shared=shared)
         self.scheduler = Scheduler(args.max_num_seqs, max(args.max_num_batched_tokens, args.max_num_seqs),
                                    args.prefill_chunk_size, self.cache_manager, self.tokenizer.eos_token_ids,
                                    restore=self.keeper.restorable if self.keeper else None,
@@ -111,6 +116,17 @@ class LLMEngine:
                                    reclaim=self.keeper.reclaim if self.keeper else None)
         self.requests: dict[str, Request] = {}
         self.close_think_ids = self.tokenizer.encode("\n</think>\n")
+
+    def identity(self) -> dict:
+        """What a saved state depends on: the checkpoint's contents, dtype, quantization, TP layout, KV block size."""
+        return {"format": 1, "model": checkpoint_fingerprint(self.model_dir), "dtype": str(self.dtype),
+                "quantization": str(self.quantization or "none"), "tensor_parallel_size": self.tp_size,
+                "block_size": BLOCK_SIZE}
+
+    def _shared_states(self) -> SharedStates | None:
+        if not self.args.shared_state_dir:
+            return None
+        return SharedStates(self.args.shared_state_dir, self.identity(), KEY_BLOCK_TOKENS, self.args.shared_state_bytes)
 
     def close(self) -> None:
         """Stop the tensor-parallel worker processes (nothing to do at size 1)."""

@@ -5,6 +5,9 @@ softmax KV of its tokens. Tiers:
 - device: states copied on the device, KV kept in place by holding a reference on the sequence's KV blocks;
 - host:   states and KV rows copied to CPU memory;
 - disk:   the host form written to a file.
+With a `SharedStates` directory (`--state-dir`, storage every replica reads) each kept snapshot is also written
+there, and an admission query takes a longer prefix from it than the local tiers hold: a session that moves to
+another replica restores what the previous one saved instead of re-reading its history.
 Which snapshot to keep, demote or drop is decided by `StateCache` (bookkeeping, no tensors); this file moves the
 tensors. Restoring copies bit-identical data into the new sequence's slot and blocks.
 """
@@ -17,13 +20,14 @@ import torch
 from .block_manager import BlockAllocator, blocks_for
 from ..runtime.cache import DeviceSnap, HostSnap, ModelCache
 from .sequence import Sequence
+from .shared_states import SharedHit, SharedStates
 from .state_cache import StateCache, StateEntry, TokenChain
 
 
 class SnapshotKeeper:
     def __init__(self, cache: ModelCache, blocks: BlockAllocator, device_bytes: int, host_bytes: int,
-                 disk_bytes: int = 0, disk_dir: str | None = None):
-        self.cache, self.blocks = cache, blocks
+                 disk_bytes: int = 0, disk_dir: str | None = None, shared: SharedStates | None = None):
+        self.cache, self.blocks, self.shared = cache, blocks, shared
         tiers = [("device", device_bytes), ("host", host_bytes)]
         if disk_bytes > 0:
             tiers.append(("disk", disk_bytes))
@@ -56,8 +60,13 @@ class SnapshotKeeper:
 
     def flush(self) -> None:
         for tokens, handle, nbytes, chain in self.pending:  # a newer snapshot of the same tokens replaces the older
+            if self.shared is not None:
+                self._save_shared(tokens, chain, handle)
             self.index.put(tokens, handle, nbytes, chain)
         self.pending.clear()
+
+    def _save_shared(self, tokens, chain, handle) -> None:
+        self.shared.save(tokens, chain, handle if isinstance(handle, HostSnap) else self._to_host(handle))
 
     def reclaim(self, num_blocks: int) -> int:
         """Free up to `num_blocks` KV blocks for running sequences by demoting device snapshots (LRU first)."""
@@ -71,6 +80,10 @@ class SnapshotKeeper:
         """How many leading tokens of `seq` a kept snapshot covers (a pure query, used by the scheduler)."""
         tc = self._chain_of(seq)
         entry, n = self.index.lookup(tc.tokens, chain=tc.chain)
+        if self.shared is not None:
+            hit = self.shared.lookup(tc, len(seq.token_ids) - 1)
+            if hit is not None and hit.num_tokens > n:
+                entry, n = hit, hit.num_tokens
         self.candidates[seq.request_id] = entry
         return n
 
@@ -79,7 +92,8 @@ class SnapshotKeeper:
         entry = self.candidates.pop(seq.request_id, None)
         if entry is None or entry.tier is None or entry.num_tokens != seq.num_cached_tokens:
             raise RuntimeError(f"snapshot for request {seq.request_id!r} changed between scheduling and restore")
-        self.index.record_use(entry)
+        if not isinstance(entry, SharedHit):
+            self.index.record_use(entry)
         return entry
 
     def _chain_of(self, seq: Sequence) -> TokenChain:
@@ -97,9 +111,14 @@ class SnapshotKeeper:
         """Copy the snapshot of `seq.token_ids[:seq.num_cached_tokens]` into the slot and blocks `seq` now holds."""
         entry, n = self._claim(seq), seq.num_cached_tokens
         rows = self.cache.rows(seq.block_table, n)
-        handle = entry.handle if entry.tier != "disk" else HostSnap(**torch.load(entry.handle, weights_only=True))
+        if isinstance(entry, SharedHit):
+            handle = self.shared.load(entry)
+        elif entry.tier == "disk":
+            handle = HostSnap(**torch.load(entry.handle, weights_only=True))
+        else:
+            handle = entry.handle
         self.cache.write_slot(seq.state_slot, handle.states)
-        if isinstance(entry.handle, DeviceSnap):
+        if isinstance(handle, DeviceSnap):
             self.cache.copy_rows(self.cache.rows(handle.blocks, n), rows)
         else:
             self.cache.write_rows(rows, handle.keys, handle.values)

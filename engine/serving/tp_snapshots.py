@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from .block_manager import blocks_for
 from .sequence import Sequence
+from .shared_states import SharedHit
 from .snapshots import SnapshotKeeper
 from .state_cache import StateEntry
 
@@ -39,7 +40,14 @@ class ShardedSnapshotKeeper(SnapshotKeeper):
 
     def restore_into(self, seq: Sequence) -> None:
         entry, n = self._claim(seq), seq.num_cached_tokens
+        if isinstance(entry, SharedHit):  # every rank reads its own shard of the shared snapshot
+            self.shared.restored += 1
+            self.pool.call("snap_restore_shared", entry.stem, seq.state_slot, list(seq.block_table), n)
+            return
         self.pool.call("snap_restore", entry.handle.sid, seq.state_slot, list(seq.block_table), n)
+
+    def _save_shared(self, tokens, chain, handle) -> None:
+        self.shared.save(tokens, chain, lambda stem: self.pool.call("snap_save_shared", handle.sid, stem))
 
     def _move(self, entry: StateEntry, src: str, dst: str | None):
         handle = entry.handle

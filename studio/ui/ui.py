@@ -75,10 +75,13 @@ def build_ui(services) -> gr.Blocks:
                                             elem_id="m1-thinking-budget")
                 replay = gr.Checkbox(DEFAULT_SETTINGS[6], label="Replay earlier thinking to the model")
         whoami = gr.HTML(header_html(""), elem_id="m1-top")
-        gr.HTML(views.banner_html(random_weights=getattr(services, "random_weights", False),
-                                  state_reuse=getattr(services, "state_reuse", True),
-                                  model_name=getattr(services, "model_name", ""),
-                                  note=getattr(services, "model_note", "")), elem_id="m1-banners")
+        replicas = getattr(getattr(services, "chat", None), "engine", None)
+        replicas = getattr(replicas, "replicas", None)  # multi-replica mode: alive and sessions, on each page load
+        gr.HTML(lambda: views.banner_html(random_weights=getattr(services, "random_weights", False),
+                                          state_reuse=getattr(services, "state_reuse", True),
+                                          model_name=getattr(services, "model_name", ""),
+                                          note=getattr(services, "model_note", ""),
+                                          replicas=replicas() if replicas else None), elem_id="m1-banners")
         chatbot = gr.Chatbot(elem_id="m1-chat", height=CHAT_HEIGHT, min_height=300, show_label=False,
                              editable="user",
                              latex_delimiters=LATEX, buttons=["copy", "copy_all"], feedback_options=None,

@@ -168,8 +168,10 @@ def eta_seconds(done: int, total: int, elapsed: float) -> float | None:
     return (total - done) * elapsed / done
 
 
-def banner_html(*, random_weights: bool, state_reuse: bool, model_name: str, note: str = "") -> str:
-    """Notes above the chat: random-weights warning (tiny model; `note` is the server's wording) and state reuse."""
+def banner_html(*, random_weights: bool, state_reuse: bool, model_name: str, note: str = "",
+                replicas: list[dict] | None = None) -> str:
+    """Notes above the chat: random-weights warning (tiny model; `note` is the server's wording), state reuse, and
+    in multi-replica mode the engine replicas alive with their sessions (`replicas`: ReplicaEngine.replicas())."""
     notes = []
     if random_weights and note:
         notes.append(f'<div class="m1-banner warn">⚠ {html.escape(note)}</div>')
@@ -182,7 +184,21 @@ def banner_html(*, random_weights: bool, state_reuse: bool, model_name: str, not
     else:
         notes.append('<div class="m1-banner info">State reuse is off: this backend re-reads the whole conversation '
                      "every turn (only the m1 engine keeps the model state).</div>")
+    if replicas is not None:
+        notes.append(replicas_html(replicas))
     return "".join(notes)
+
+
+def replicas_html(replicas: list[dict]) -> str:
+    """"2 of 2 engine replicas alive: a1b2 (3 sessions, 1 running) · c3d4 (2 sessions)"."""
+    alive = [r for r in replicas if r.get("alive")]
+    parts = []
+    for r in alive:
+        detail = f"{r.get('sessions', 0)} session{'s' if r.get('sessions', 0) != 1 else ''}"
+        detail += f", {r['running']} running" if r.get("running") else ""
+        parts.append(f"<code>{html.escape(str(r['replica']))}</code> ({detail})")
+    return (f'<div class="m1-banner info" id="m1-replicas">⧉ {len(alive)} of {len(replicas)} engine replicas alive'
+            f'{": " + " · ".join(parts) if parts else ""}</div>')
 
 
 
