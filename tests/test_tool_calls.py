@@ -104,3 +104,12 @@ def test_bad_lines_are_not_calls(line):
 def test_parse_whole_generation():
     assert parse(f"plan\n</think>\nok\n<tool_calls>\n{T}\n</tool_calls>", starts_in_reasoning=True) == \
         ("plan", "ok", [ToolCall(0, "get_time", T_ARGS)])
+
+
+def test_call_json_over_several_lines():
+    pretty = '{"name": "get_time",\n "arguments": {\n  "tz": "Europe/Paris"\n }\n}'
+    text = f"<tool_calls>\n{pretty}\n{W}\n</tool_calls>"
+    expected = ("", "", [("get_time", T_ARGS), ("get_weather", W_ARGS)])
+    assert run(text, [text]) == expected and run(text, list(text)) == expected
+    assert run("", ['<tool_calls>\n{"name": "get_time",\n</tool_calls>']) == \
+        ("", '<tool_calls>\n{"name": "get_time",\n</tool_calls>', [])

@@ -42,6 +42,7 @@ class ToolCallParser:
         self._content: list[str] = []
         self._pending = ""
         self._in_block = self._after_block = False
+        self._partial = ""  # lines of a call whose JSON is not complete yet
         self._block_raw, self._block_calls, self._rejected = "", 0, []
 
     @property
@@ -103,11 +104,16 @@ class ToolCallParser:
         return False
 
     def _line(self, line: str, events: list[OutputEvent]) -> None:
-        if not line.strip():
+        text = self._partial + line
+        if not text.strip():
             return
-        call = parse_call(line, self.tool_names)
+        if _incomplete_json(text):  # a call whose JSON goes on over the next line
+            self._partial = text + "\n"
+            return
+        self._partial = ""
+        call = parse_call(text, self.tool_names)
         if call is None or (self.calls and not self.parallel):
-            self._rejected.append(line)
+            self._rejected.append(text)
             return
         name, arguments = call
         self.calls.append(ToolCall(len(self.calls), name, arguments))
@@ -115,7 +121,9 @@ class ToolCallParser:
         events.append(OutputEvent("tool_call", call=self.calls[-1]))
 
     def _close_block(self, events: list[OutputEvent], closed: bool) -> None:
-        self._in_block = False
+        if self._partial.strip():
+            self._rejected.append(self._partial.rstrip("\n"))
+        self._in_block, self._partial = False, ""
         if not self._block_calls:
             self._emit_text(events, OPEN_TAG + self._block_raw + (CLOSE_TAG if closed else ""))
         elif self._rejected:
@@ -186,6 +194,20 @@ def parse_call(line: str, tool_names=None) -> tuple[str, str] | None:
     if not isinstance(arguments, dict):
         return None
     return data["name"], json.dumps(arguments, ensure_ascii=False)
+
+
+def _incomplete_json(text: str) -> bool:
+    """Whether text is the start of a JSON object that more text could complete (not yet valid, not yet wrong)."""
+    stripped = text.strip()
+    if not stripped.startswith("{"):
+        return False
+    try:
+        json.loads(stripped)
+    except json.JSONDecodeError as exc:
+        return exc.pos >= len(stripped)
+    except RecursionError:
+        return False
+    return False
 
 
 def parse(text: str, starts_in_reasoning: bool = False, tool_names=None, parallel: bool = True):
