@@ -50,7 +50,7 @@ def test_mask_equals_the_reference(grammars, tiny_llm):
     assert allowed and all("celsius".startswith(a) or "fahrenheit".startswith(a) for a in allowed), allowed
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(3))
 def test_random_model_writes_schema_valid_json(grammars, tiny_llm, seed):
     tag = {"type": "structural_tag", "format": output_format.json_format(SCHEMA)}
     params = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=60, seed=seed, constraint=grammars.constraint(tag))
@@ -60,13 +60,12 @@ def test_random_model_writes_schema_valid_json(grammars, tiny_llm, seed):
     assert params.constraint.completed and not params.constraint.failed
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(2))
 def test_random_model_under_the_tool_grammar_calls_a_tool(grammars, tiny_llm, seed):
-    tag = output_format.structural_tag(output_format.tool_calls_format([WEATHER, CLOCK], parallel=seed % 2 == 0))
+    tools = output_format.tool_calls_format([WEATHER, CLOCK], parallel=seed % 2 == 0)
+    tag = output_format.structural_tag(tools, starts_in_reasoning=True)
     params = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=120, seed=seed, constraint=grammars.constraint(tag))
-    ids = tiny_llm.tokenizer.encode("<think>\n")  # the prompt opened the think block: close it after 3 tokens
-    tag_in_think = output_format.structural_tag(output_format.tool_calls_format([WEATHER, CLOCK]), True)
-    params.constraint = grammars.constraint(tag_in_think)
+    ids = tiny_llm.tokenizer.encode("<think>\n")  # the prompt opened the think block; the engine closes it at 3
     tiny_llm.engine.add_request(prompt(tiny_llm) + ids, params, f"tools{seed}", starts_in_reasoning=True,
                                 thinking_budget=3)
     text, update = "", None
