@@ -34,3 +34,8 @@ class ToolBox:
         if name == documents.SPEC["name"] and "documents" in self.names:
             return documents.run(args, docs)
         return f"error: there is no tool named {name!r}"
+
+
+def result_content(results: list[dict]) -> str:
+    """A stored tool message: JSON [{"name", "arguments", "result"}] (studio.store.prompt.tool_message reads it)."""
+    return json.dumps(results, ensure_ascii=False)
