@@ -8,6 +8,7 @@ its request. With API keys configured every /v1 call needs `Authorization: Beare
 import asyncio
 import json
 import secrets
+import threading
 import time
 import uuid
 
@@ -31,7 +32,7 @@ class OpenAIService:
         self.api_keys = [k for k in api_keys if k]
         self.window = async_engine.engine.max_model_len
         self.encoder = PromptEncoder(async_engine.tokenizer)  # resent long conversations are not re-tokenized
-        self._grammars = None
+        self._grammars, self._grammars_lock = None, threading.Lock()
 
     def check_key(self, request: Request) -> None:
         """Raise APIError 401 unless the request carries one of the configured keys (none configured: open)."""
@@ -69,11 +70,12 @@ class OpenAIService:
 
     def grammars(self):
         """The grammar compiler for the served tokenizer (built on first use)."""
-        if self._grammars is None:
-            from engine.serving.grammar import Grammars
-            config = getattr(self.engine.engine, "config", None)
-            vocab = config.vocab_size if config is not None else self.engine.tokenizer.vocab_size
-            self._grammars = Grammars(self.engine.tokenizer, vocab)
+        with self._grammars_lock:
+            if self._grammars is None:
+                from engine.serving.grammar import Grammars
+                config = getattr(self.engine.engine, "config", None)
+                vocab = config.vocab_size if config is not None else self.engine.tokenizer.vocab_size
+                self._grammars = Grammars(self.engine.tokenizer, vocab)
         return self._grammars
 
     async def complete(self, req: CompletionRequest) -> dict:
@@ -177,7 +179,7 @@ def create_router(service: OpenAIService) -> APIRouter:
                 raise APIError(400, "the request body is not valid JSON") from None
             req = parse_request(body, model_names=[service.model_name], tokenizer=service.encoder,
                                 window=service.window)
-            service.add_tools(req, body)
+            await asyncio.to_thread(service.add_tools, req, body)  # grammar compiles off the event loop
             if req.stream:
                 return EventSourceResponse(service.stream(req), ping=15)
             return JSONResponse(await _unless_disconnected(request, service.complete(req)))

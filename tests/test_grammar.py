@@ -95,3 +95,16 @@ def test_forced_output_ending_in_eos_is_the_whole_reply(tiny_llm):
 def test_a_schema_xgrammar_cannot_compile_is_a_grammar_error(grammars):
     with pytest.raises(GrammarError, match="cannot be built"):
         grammars.compile(output_format.structural_tag(output_format.json_format({"$ref": "#/definitions/nope"})))
+
+
+def test_tools_on_auto_with_a_json_answer_accept_either(grammars):
+    from studio.api_tools import parse_tools
+    import xgrammar as xgr
+    body = {"messages": [], "tools": [{"type": "function", "function": CLOCK}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": SCHEMA}}}
+    compiled = grammars.compile(parse_tools(body).structure(starts_in_reasoning=False))
+    call = '<tool_calls>\n{"name": "get_time", "arguments": {"utc": true}}\n</tool_calls>'
+    for text, ok in ((f"<think>\nx\n</think>\n{call}", True), ('{"unit": "celsius", "days": 2, "ok": false}', True),
+                     ('{"unit": "kelvin", "days": 2, "ok": false}', False), ("Hello", False)):
+        matcher = xgr.GrammarMatcher(compiled)
+        assert (matcher.accept_string(text) and matcher.is_completed()) == ok, text
