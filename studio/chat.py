@@ -60,6 +60,9 @@ class ChatService:
         self._fixed = 1 + len(tok.encode_chat([{"role": "user", "content": ""}])) - len(
             tok.encode_chat([{"role": "user", "content": ""}], add_generation_prompt=False)) + \
             len(tok.encode(THINK_START))  # begin-of-document, generation prompt, forced think tag
+        if self.toolbox:  # the tools turn of the prompt
+            empty = [{"role": "user", "content": ""}]
+            self._fixed += len(tok.encode_chat(empty, tools=self.toolbox.specs)) - len(tok.encode_chat(empty))
 
     # --- settings, budget, documents ----------------------------------------------------------------------------
     def settings(self, user_id: int, session_id: str) -> ChatSettings:
