@@ -23,6 +23,12 @@ CLOCK = {"name": "get_time", "parameters": {"type": "object", "properties": {"ut
 
 
 @pytest.fixture(scope="module")
+def tiny_llm(tiny_official):  # a short window: a small cache keeps CPU steps fast
+    from engine import LLM
+    return LLM(str(tiny_official), device="cpu", dtype="float32", max_model_len=2048)
+
+
+@pytest.fixture(scope="module")
 def grammars(tiny_llm):
     return Grammars(tiny_llm.tokenizer, tiny_llm.engine.config.vocab_size)
 
@@ -50,7 +56,7 @@ def test_mask_equals_the_reference(grammars, tiny_llm):
     assert allowed and all("celsius".startswith(a) or "fahrenheit".startswith(a) for a in allowed), allowed
 
 
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed", range(2))  # the API tests add more seeds (tests/test_api_tools.py)
 def test_random_model_writes_schema_valid_json(grammars, tiny_llm, seed):
     tag = {"type": "structural_tag", "format": output_format.json_format(SCHEMA)}
     params = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=60, seed=seed, constraint=grammars.constraint(tag))
@@ -60,7 +66,7 @@ def test_random_model_writes_schema_valid_json(grammars, tiny_llm, seed):
     assert params.constraint.completed and not params.constraint.failed
 
 
-@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("seed", [0])
 def test_random_model_under_the_tool_grammar_calls_a_tool(grammars, tiny_llm, seed):
     tools = output_format.tool_calls_format([WEATHER, CLOCK], parallel=seed % 2 == 0)
     tag = output_format.structural_tag(tools, starts_in_reasoning=True)
