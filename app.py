@@ -35,6 +35,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--max-upload-mb", type=int, default=100, help="largest accepted upload")
     ap.add_argument("--share", action="store_true", help="public Gradio share link for the studio")
     ap.add_argument("--root-path", default="", help="URL prefix when served behind a reverse proxy")
+    ap.add_argument("--tools", default="", type=_tool_names, metavar="NAMES",
+                    help="built-in tools the studio offers the model, comma-separated: calculator, documents")
     ap.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     engine = ap.add_argument_group("engine")
     engine.add_argument("--backend", default="m1", choices=["m1", "transformers", "vllm"],
@@ -61,6 +63,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     if (args.replicas or args.ray_address) and args.backend != "m1":
         ap.error("--replicas runs our engine (--backend m1)")
     return args
+
+
+def _tool_names(value: str) -> list[str]:
+    from studio.tools.toolbox import AVAILABLE
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in AVAILABLE]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown tool(s) {', '.join(unknown)}; available: {', '.join(AVAILABLE)}")
+    return names
 
 
 def _user_pass(value: str) -> tuple[str, str]:
@@ -192,7 +203,7 @@ def main(argv=None) -> int:
 
     api_keys = args.api_key + ([os.environ["M1_API_KEY"]] if os.environ.get("M1_API_KEY") else [])
     config = ServerConfig(args.model, args.served_model_name, args.data_dir, api_keys, args.auth,
-                          args.max_upload_mb, args.share, args.root_path)
+                          args.max_upload_mb, args.share, args.root_path, args.tools)
     try:
         data_lock = DataDirLock(args.data_dir).acquire()  # before the model loads: a second process ends at once
     except DataDirLocked as exc:

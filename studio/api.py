@@ -11,6 +11,7 @@ named in `system_fingerprint` ("replica-<id>"). With API keys configured every /
 import asyncio
 import json
 import secrets
+import threading
 import time
 import uuid
 
@@ -18,7 +19,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
+from studio.api_reply import ReplyParser
 from studio.api_request import APIError, CompletionRequest, parse_request
+from studio.api_tools import forced_output, parse_tools
 from studio.generation import Generation
 from studio.prompt import PromptEncoder
 
@@ -32,6 +35,9 @@ class OpenAIService:
         self.api_keys = [k for k in api_keys if k]
         self.window = async_engine.engine.max_model_len
         self.encoder = PromptEncoder(async_engine.tokenizer)  # resent long conversations are not re-tokenized
+        self._grammars, self._grammars_lock = None, threading.Lock()
+        # the grammar compiler reads the whole vocabulary once (~15 s for M1's 200k ids): not on a client's time
+        threading.Thread(target=self._warm_grammars, name="grammar-warmup", daemon=True).start()
 
     def check_key(self, request: Request) -> None:
         """Raise APIError 401 unless the request carries one of the configured keys (none configured: open)."""
@@ -53,7 +59,35 @@ class OpenAIService:
         """A Generation for a parsed request."""
         return Generation(self.engine, req.prompt_ids, req.params, keep_at=req.keep_at,
                           starts_in_reasoning=req.force_think_start, thinking_budget=req.thinking_budget,
-                          session_id=req.session_id)
+                          session_id=req.session_id, forced_output=req.forced_output)
+
+    def add_tools(self, req: CompletionRequest, body: dict) -> None:
+        """Tools, tool_choice, response_format and force_output of the body onto a parsed request (APIError 400)."""
+        req.tools = parse_tools(body)
+        req.forced_output = forced_output(body, self.engine.tokenizer)
+        structure = req.tools.structure(req.force_think_start)
+        if structure is not None:
+            from engine.serving.grammar import GrammarError  # xgrammar loads with the first constrained request
+            try:
+                req.params.constraint = self.grammars().constraint(structure)
+            except GrammarError as exc:
+                raise APIError(400, f"{exc}", param="response_format" if req.tools.json_schema else "tools") from None
+
+    def _warm_grammars(self) -> None:
+        try:
+            self.grammars()
+        except Exception:  # noqa: BLE001 - the first constrained request will report it
+            pass
+
+    def grammars(self):
+        """The grammar compiler for the served tokenizer (built on first use)."""
+        with self._grammars_lock:
+            if self._grammars is None:
+                from engine.serving.grammar import Grammars
+                config = getattr(self.engine.engine, "config", None)
+                vocab = config.vocab_size if config is not None else self.engine.tokenizer.vocab_size
+                self._grammars = Grammars(self.engine.tokenizer, vocab)
+        return self._grammars
 
     async def complete(self, req: CompletionRequest) -> dict:
         """A whole chat.completion object."""
@@ -62,11 +96,12 @@ class OpenAIService:
             final = event if event.kind in ("done", "error") else final
         if final.kind == "error":
             raise APIError(500, final.text, type="server_error", code="engine_error")
-        message = {"role": "assistant", "content": generation.answer,
-                   "reasoning_content": generation.reasoning or None}
+        reply = ReplyParser(req.tools)
+        reply.feed(generation.answer)
+        reply.finish()
         return {**self._head("chat.completion"), **_fingerprint(final.stats), "choices": [
-            {"index": 0, "message": message, "logprobs": None, "finish_reason": _finish_reason(final.stats)}],
-            "usage": usage(final.stats)}
+            {"index": 0, "message": reply.message(generation.reasoning), "logprobs": None,
+             "finish_reason": reply.finish_reason(final.stats)}], "usage": usage(final.stats)}
 
     async def stream(self, req: CompletionRequest):
         """chat.completion.chunk dicts as SSE data, then "[DONE]"; an engine error becomes an error object."""
@@ -78,16 +113,20 @@ class OpenAIService:
                                                         "finish_reason": finish_reason}], **extra})}
 
         yield chunk({"role": "assistant", "content": ""})
+        reply = ReplyParser(req.tools)
         async for event in self.generation(req).events():
             if event.kind == "reasoning":
                 yield chunk({"reasoning_content": event.text})
             elif event.kind == "answer":
-                yield chunk({"content": event.text})
+                for delta in reply.feed(event.text):
+                    yield chunk(delta)
             elif event.kind == "error":
                 yield {"data": _json(APIError(500, event.text, type="server_error", code="engine_error").body())}
             elif event.kind == "done":
                 head.update(_fingerprint(event.stats))  # the last chunks name the replica that served the turn
-                yield chunk({}, _finish_reason(event.stats))
+                for delta in reply.finish():
+                    yield chunk(delta)
+                yield chunk({}, reply.finish_reason(event.stats))
                 if req.include_usage:
                     yield {"data": _json({**head, "choices": [], "usage": usage(event.stats)})}
         yield {"data": "[DONE]"}
@@ -108,10 +147,6 @@ def usage(stats: dict) -> dict:
 def _fingerprint(stats: dict) -> dict:
     """`system_fingerprint` names the engine replica that served the request (multi-replica mode only)."""
     return {"system_fingerprint": f"replica-{stats['replica']}"} if stats and stats.get("replica") else {}
-
-
-def _finish_reason(stats: dict) -> str:
-    return "length" if stats.get("finish_reason") == "length" else "stop"
 
 
 def _json(data: dict) -> str:
@@ -162,6 +197,7 @@ def create_router(service: OpenAIService) -> APIRouter:
             req = parse_request(body, model_names=[service.model_name], tokenizer=service.encoder,
                                 window=service.window)
             req.session_id = request.headers.get("x-session-id") or req.session_id
+            await asyncio.to_thread(service.add_tools, req, body)  # grammar compiles off the event loop
             if req.stream:
                 return EventSourceResponse(service.stream(req), ping=15)
             return JSONResponse(await _unless_disconnected(request, service.complete(req)))

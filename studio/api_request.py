@@ -6,7 +6,7 @@ and two extras (pass them with the client's `extra_body`): `thinking_budget` (re
 block is closed for the model) and `force_think_start` (append "<think>\\n" to the prompt as the studio does;
 off by default, so the API serves M1 as it is). Other OpenAI fields are accepted and ignored.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi.responses import JSONResponse
 
@@ -45,6 +45,8 @@ class CompletionRequest:
     force_think_start: bool
     thinking_budget: int | None
     session_id: str | None = None  # `user` (or the X-Session-Id header): its turns go to one engine replica
+    tools: object = None  # studio.api_tools.ToolSettings, set by the API service
+    forced_output: list[int] = field(default_factory=list)
 
 
 def parse_request(body, *, model_names: list[str], tokenizer, window: int) -> CompletionRequest:

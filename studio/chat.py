@@ -29,8 +29,11 @@ from studio.generation import THINK_START, ChatEvent, Generation
 from studio.prompt import Prompt, PromptEncoder, check_fits, encode, user_content
 from studio.store.store import INTERRUPTED, NotFound
 from studio.store.budget import summarize
+from studio.tool_loop import ToolLoop
+from studio.tools.toolbox import ToolBox
 
 __all__ = ["ChatEvent", "ChatRequest", "ChatService", "ChatSettings"]
+MAX_TOOL_STEPS = 4  # built-in tool rounds per turn before the model must answer
 STORE_STATUS = {"done": "done", "length": "done", "stopped": "stopped", "error": "error"}
 NOT_FOUND = "this chat or message was not found: it was deleted, or it belongs to another login"
 PERSIST_EVERY_S = 1.0  # a streaming reply's text is written at most this long after it was shown...
@@ -51,8 +54,10 @@ class ChatRequest:
 class ChatService:
     """Chat turns of stored sessions on a shared AsyncEngine (many sessions may generate at once)."""
 
-    def __init__(self, async_engine, store, *, window: int | None = None):
+    def __init__(self, async_engine, store, *, window: int | None = None, toolbox=None,
+                 max_tool_steps: int = MAX_TOOL_STEPS):
         self.engine = async_engine
+        self.toolbox, self.max_tool_steps = toolbox or ToolBox(), max_tool_steps
         self.tokenizer = async_engine.tokenizer
         self.store = store
         self.window = window or async_engine.engine.max_model_len
@@ -64,6 +69,9 @@ class ChatService:
         self._fixed = 1 + len(tok.encode_chat([{"role": "user", "content": ""}])) - len(
             tok.encode_chat([{"role": "user", "content": ""}], add_generation_prompt=False)) + \
             len(tok.encode(THINK_START))  # begin-of-document, generation prompt, forced think tag
+        if self.toolbox:  # the tools turn of the prompt
+            empty = [{"role": "user", "content": ""}]
+            self._fixed += len(tok.encode_chat(empty, tools=self.toolbox.specs)) - len(tok.encode_chat(empty))
 
     # --- settings, budget, documents ----------------------------------------------------------------------------
     def settings(self, user_id: int, session_id: str) -> ChatSettings:
@@ -235,15 +243,25 @@ class ChatService:
         return [a for a in pending if a["id"] in set(attachment_ids)]
 
     def _prompt(self, messages: list[dict], settings: ChatSettings) -> Prompt:
-        prompt = encode(self._encoder, messages, settings.force_think_start)
+        prompt = encode(self._encoder, messages, settings.force_think_start, self.toolbox.specs or None)
         check_fits(len(prompt.ids), settings.max_tokens, self.window)
         return prompt
 
     async def _generate(self, user_id: int, session_id: str, user_msg: int, reply: int, prompt: Prompt,
                         settings: ChatSettings) -> AsyncIterator[ChatEvent]:
+        """The reply; with built-in tools on, the studio's tool loop around it (studio.tool_loop)."""
+        if not self.toolbox:
+            async for event in self._generate_one(user_id, session_id, user_msg, reply, prompt, settings):
+                yield event
+            return
+        async for event in ToolLoop(self, user_id, session_id, settings).run(user_msg, reply, prompt):
+            yield event
+
+    async def _generate_one(self, user_id: int, session_id: str, user_msg: int, reply: int, prompt: Prompt,
+                            settings: ChatSettings) -> AsyncIterator[ChatEvent]:
         stored = self.store.prompt_messages(user_id, session_id, before=reply, replay_thinking=settings.replay_thinking)
         if stored != prompt.messages:  # never expected; the stored turn is what later turns replay
-            prompt = encode(self._encoder, stored, settings.force_think_start)
+            prompt = encode(self._encoder, stored, settings.force_think_start, self.toolbox.specs or None)
         generation = Generation(self.engine, prompt.ids, settings.sampling_params(), keep_at=prompt.keep_at,
                                 starts_in_reasoning=settings.force_think_start,
                                 thinking_budget=settings.thinking_budget, lstrip_answer=True,

@@ -52,10 +52,12 @@ class Generation:
 
     def __init__(self, async_engine, prompt_ids: list[int], params: SamplingParams, *, keep_at=(),
                  starts_in_reasoning: bool = False, thinking_budget: int | None = None,
-                 lstrip_answer: bool = False, request_id: str | None = None, session_id: str | None = None):
+                 lstrip_answer: bool = False, request_id: str | None = None, session_id: str | None = None,
+                 forced_output=()):
         self.engine = async_engine
         self.prompt_ids, self.params, self.keep_at = list(prompt_ids), params, list(keep_at)
         self.thinking_budget = thinking_budget
+        self.forced_output = list(forced_output)  # first output tokens, forced (engine only)
         self.lstrip_answer = lstrip_answer
         self.request_id = request_id or uuid.uuid4().hex
         self.session_id = session_id  # the engine routes a session's turns to one replica (multi-replica mode)
@@ -109,9 +111,10 @@ class Generation:
         if self._stop_requested:
             self._stop_event.set()
         self._started = time.perf_counter()
+        forced = {"forced_output": self.forced_output} if self.forced_output else {}
         stream = self.engine.stream(self.prompt_ids, self.params, self.request_id, self.keep_at,
                                     starts_in_reasoning=self.starts_in_reasoning, thinking_budget=self.thinking_budget,
-                                    session_id=self.session_id)
+                                    session_id=self.session_id, **forced)
         stop_wait = asyncio.ensure_future(self._stop_event.wait())
         next_update = None
         try:

@@ -71,10 +71,10 @@ def user_content(documents: list[tuple[str, str]], text: str) -> str:
     return "\n".join(pieces)
 
 
-def encode(tokenizer, messages: list[dict], force_think_start: bool) -> Prompt:
+def encode(tokenizer, messages: list[dict], force_think_start: bool, tools=None) -> Prompt:
     """Encode messages with the generation prompt; with force_think_start append "<think>\\n" and keep the state
-    right before it (the point the next turn's prompt shares)."""
-    ids = tokenizer.encode_chat(messages)
+    right before it (the point the next turn's prompt shares). `tools`: offered to the model (chat_format)."""
+    ids = tokenizer.encode_chat(messages, tools=tools) if tools else tokenizer.encode_chat(messages)
     if not force_think_start:
         return Prompt(ids, [], messages)
     return Prompt(ids + tokenizer.encode(THINK_START), [len(ids)], messages)

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from studio.api import OpenAIService, create_router
 from studio.chat import ChatService
 from studio.model_info import model_info
+from studio.tools.toolbox import ToolBox
 
 
 @dataclass
@@ -27,6 +28,7 @@ class ServerConfig:
     max_upload_mb: int = 100
     share: bool = False
     root_path: str = ""
+    tools: list[str] = field(default_factory=list)  # built-in studio tools (studio.tools): calculator, documents
 
     @property
     def uploads_dir(self) -> Path:
@@ -49,7 +51,7 @@ def build_app(async_engine, store, config: ServerConfig) -> FastAPI:
     chat (ChatService), config."""
     app = FastAPI(title="M1 Studio", docs_url="/v1/docs", redoc_url=None)
     app.state.engine, app.state.store, app.state.config = async_engine, store, config
-    app.state.chat = chat = ChatService(async_engine, store)
+    app.state.chat = chat = ChatService(async_engine, store, toolbox=ToolBox(config.tools))
     app.include_router(create_router(OpenAIService(async_engine, config.model_name, config.api_keys)), prefix="/v1")
     info = config.model
 

@@ -69,6 +69,29 @@ CASES = {
          {"role": "assistant", "content": "Let me check.", "tool_calls": [
              {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]}], None,
         f"{BOD}{BOS}user name=user\nw?{EOS}\n{BOS}ai name=assistant\nLet me check.\n{CALL}{EOS}\n" + GEN),
+    "parallel_calls_and_results": (
+        [{"role": "user", "content": "w?"},
+         {"role": "assistant", "content": "", "tool_calls": [
+             {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+             {"id": "c2", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "上海"}'}}]},
+         {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+         {"role": "tool", "tool_call_id": "c2", "content": [{"type": "text", "text": "rain"}]},
+         {"role": "assistant", "content": "Sunny in Paris, rain in 上海."}],
+        [{"type": "function", "function": WEATHER}],
+        f"{BOD}{TOOLS_BLOCK}{BOS}user name=user\nw?{EOS}\n{BOS}ai name=assistant\n<tool_calls>\n"
+        '{"name": "get_weather", "arguments": {"city": "Paris"}}\n'
+        '{"name": "get_weather", "arguments": {"city": "上海"}}\n</tool_calls>' + f"{EOS}\n"
+        f"{BOS}tool name=tools\ntool name: get_weather\ntool result: sunny\n\n{EOS}\n"
+        f"{BOS}tool name=tools\ntool name: get_weather\ntool result: rain\n\n{EOS}\n"
+        f"{BOS}ai name=assistant\nSunny in Paris, rain in 上海.{EOS}\n" + GEN),
+    "calls_with_dict_arguments_and_no_id": (
+        [{"role": "user", "content": "t?"},
+         {"role": "assistant", "content": None, "tool_calls": [
+             {"type": "function", "function": {"name": "clock", "arguments": {"tz": "UTC", "n": [1, 2]}}}]},
+         {"role": "tool", "name": "clock", "content": "12:00"}], None,
+        f"{BOD}{BOS}user name=user\nt?{EOS}\n{BOS}ai name=assistant\n<tool_calls>\n"
+        '{"name": "clock", "arguments": {"tz": "UTC", "n": [1, 2]}}\n</tool_calls>' + f"{EOS}\n"
+        f"{BOS}tool name=tools\ntool name: clock\ntool result: 12:00\n\n{EOS}\n" + GEN),
 }
 
 

@@ -149,10 +149,11 @@ class LLMEngine:
     # --- requests ---------------------------------------------------------------------------------------------
     def add_request(self, prompt_token_ids: list[int], params: SamplingParams | None = None,
                     request_id: str | None = None, keep_at: list[int] = (), *, starts_in_reasoning: bool = False,
-                    thinking_budget: int | None = None) -> str:
+                    thinking_budget: int | None = None, forced_output: list[int] = ()) -> str:
         """Queue a request. `keep_at`: prompt positions whose state later turns will restore (the prompt minus
         its last token is always kept). `starts_in_reasoning`: the prompt opened the think block. When
-        `thinking_budget` reasoning tokens are out, the engine writes the block's close itself and the answer follows."""
+        `thinking_budget` reasoning tokens are out, the engine writes the block's close itself and the answer follows.
+        `forced_output`: the first output tokens, forced as if sampled (an EOS among them ends the request there)."""
         params = params or SamplingParams()
         n = len(prompt_token_ids)
         if n == 0:
@@ -176,6 +177,7 @@ class LLMEngine:
         self.requests[request_id] = Request(seq, params, make_generator(params, self.device), self.tokenizer.stream(),
                                             self.tokenizer.eos_token_ids, keep_points, starts_in_reasoning,
                                             thinking_budget, self.close_think_ids)
+        self._append_forced(self.requests[request_id], list(forced_output))
         self.scheduler.add(seq)
         return request_id
 
@@ -218,7 +220,7 @@ class LLMEngine:
         rows = [i for i, (seq, _) in enumerate(scheduled) if seq.request_id in sample_ids]
         sampled_seqs = [scheduled[i][0] for i in rows]
         reqs = [self.requests[s.request_id] for s in sampled_seqs]
-        tokens = sample(logits[rows], [r.params for r in reqs], [r.generator for r in reqs],
+        tokens = sample(_constrained(logits[rows], reqs), [r.params for r in reqs], [r.generator for r in reqs],
                         vocab_limit=self.tokenizer.vocab_size) if rows else []
         sampled = {s.request_id: t for s, t in zip(sampled_seqs, tokens)}
         finished = {s.request_id for s in self.scheduler.postprocess(out, sampled)}
@@ -277,7 +279,7 @@ class LLMEngine:
         if forced and not finished:
             self._append_forced(req, forced)
         rid = req.seq.request_id
-        if req.stop_hit and not finished:
+        if (req.stop_hit or req.eos_seen) and not finished:
             self.scheduler.abort(rid)
             finished = True
         if finished:
@@ -295,3 +297,12 @@ class LLMEngine:
 
     def state_stats(self) -> dict:
         return self.keeper.index.stats() if self.keeper else {}
+
+
+def _constrained(logits: torch.Tensor, reqs: list[Request]) -> torch.Tensor:
+    """Apply the grammar masks of the requests that have one (engine.serving.grammar)."""
+    constraints = [r.params.constraint for r in reqs]
+    if any(c is not None for c in constraints):
+        from .grammar import apply_constraints  # xgrammar only loads for constrained requests
+        apply_constraints(logits, constraints)
+    return logits

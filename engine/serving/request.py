@@ -21,16 +21,21 @@ class Request:
         self.text, self.sent = "", 0
         self.first_token_time: float | None = None
         self.cached_tokens = self.num_tokens = self.reasoning_tokens = 0
-        self.stop_hit = self.budget_closed = False
+        self.stop_hit = self.budget_closed = self.eos_seen = False
 
     def push(self, token: int) -> list[int]:
         """Account for one new output token. Returns tokens to force next (the think block's close) when this
         token used up the thinking budget."""
+        if self.stop_hit or self.eos_seen:  # nothing after the end counts (a forced EOS, then the sampled token)
+            return []
+        if self.params.constraint is not None:
+            self.params.constraint.accept(token)
         if self.first_token_time is None:
             self.first_token_time = time.perf_counter()
             self.cached_tokens = self.seq.num_cached_tokens
         self.num_tokens += 1
         piece = "" if token in self.eos_ids else self.decoder.push(token)
+        self.eos_seen = token in self.eos_ids  # sampled: the scheduler ends it too; forced: the engine ends it
         self.splitter.feed(piece)
         if self.splitter.in_reasoning:  # the think block comes first: every token so far belongs to it
             self.reasoning_tokens = self.num_tokens
@@ -64,6 +69,6 @@ class Request:
                  "tokens_per_s": (n_out - 1) / (now - first) if n_out > 1 and now > first else 0.0,
                  "prompt_tokens": seq.num_prompt_tokens, "cached_tokens": self.cached_tokens,
                  "completion_tokens": n_out, "reasoning_tokens": self.reasoning_tokens}
-        reason = "stop" if self.stop_hit else seq.finish_reason
+        reason = "stop" if self.stop_hit or self.eos_seen else seq.finish_reason
         return RequestUpdate(seq.request_id, list(tokens), self.text[self.sent:], seq.num_prompt_tokens,
                              seq.num_prompt_tokens, True, reason, stats, error)

@@ -15,6 +15,8 @@ class SamplingParams:
     stop: list[str] | str | None = None
     stop_token_ids: list[int] = field(default_factory=list)
     ignore_eos: bool = False
+    constraint: object = field(default=None, repr=False, compare=False)  # grammar.Constraint: masks, accepts
+
 
     def __post_init__(self):
         if isinstance(self.stop, str):

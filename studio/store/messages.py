@@ -85,6 +85,12 @@ class MessageTree:
             self._link_attachments(conn, old["session_id"], user_msg, attachment_ids)
             return user_msg, self._insert(conn, old["session_id"], user_msg, "assistant", "", status)
 
+    def add_child(self, user_id: int, parent_id: int, role: str, content: str, *, status: str = "done") -> int:
+        """Append a message under `parent_id` (selected): a tool result, or the reply after it; returns its id."""
+        with self._tx() as conn:
+            parent = self._message_row(conn, user_id, parent_id)
+            return self._insert(conn, parent["session_id"], parent_id, role, content, status)
+
     def update_message(self, user_id: int, message_id: int, *, content: str | None = None,
                        reasoning: str | None = None, stats: dict | None = None, status: str | None = None) -> None:
         """Overwrite the given fields of a message (streaming saves, stop, final stats)."""

@@ -4,6 +4,7 @@ those texts against the context window (a mixin; uses the store's `_rows`, `get_
 A user message's content is its documents' blocks, then its text, joined by single newlines; an assistant
 message is its answer, or `<think>\\n{reasoning}\\n</think>\\n{answer}` when the session replays thinking.
 """
+import json
 from collections.abc import Callable
 
 from studio.store.budget import DEFAULT_WINDOW, summarize
@@ -17,6 +18,19 @@ def document_block(name: str, text: str) -> str:
 def assistant_text(content: str, reasoning: str, replay_thinking: bool) -> str:
     """What an earlier assistant turn replays to the model: the answer, with its thinking if replay is on."""
     return f"<think>\n{reasoning}\n</think>\n{content}" if replay_thinking and reasoning else content
+
+
+def tool_message(content: str) -> dict:
+    """A stored tool message (JSON [{"name", "result", ...}], see studio.tools.toolbox) as a chat message whose
+    text parts carry the tool names M1's template writes; other content is one result of an unnamed tool."""
+    try:
+        results = json.loads(content)
+    except json.JSONDecodeError:
+        results = None
+    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+        results = [{"name": "tool", "result": content}]
+    return {"role": "tool", "content": [{"type": "text", "name": str(r.get("name") or "tool"),
+                                         "text": str(r.get("result", ""))} for r in results]}
 
 
 class PromptBuilder:
@@ -33,7 +47,8 @@ class PromptBuilder:
         messages = [{"role": "system", "content": system}] if system else []
         for turn in turns:
             pieces = [block for _, block in turn["documents"]] + ([turn["text"]] if turn["text"] else [])
-            messages.append({"role": turn["role"], "content": "\n".join(pieces)})
+            messages.append(tool_message(turn["text"]) if turn["role"] == "tool" else
+                            {"role": turn["role"], "content": "\n".join(pieces)})
         return messages
 
     def budget(self, user_id: int, session_id: str, count_tokens: Callable[[str], int], reserved_output: int,

@@ -134,6 +134,9 @@ def transcript(path: list[dict], attachments: list[dict] = (), *, show_reasoning
 
 
 def _message_rows(message: dict, docs: list[dict], show_reasoning: bool) -> list[dict]:
+    if message["role"] == "tool" or (message["role"] == "assistant" and "<tool_calls>" in message["content"]):
+        from studio.ui.views_tools import message_rows  # tool calls and results as collapsible blocks
+        return message_rows(message, show_reasoning)
     if message["role"] == "user":
         chips = "".join(f"📎 `{d['name']}` · {human_tokens(d['num_tokens'])} tokens  \n" for d in docs)
         return [{"role": "user", "content": (chips + "\n" if chips else "") + display_text(message["content"])}]
@@ -233,7 +236,7 @@ class LiveReply:
             self.reasoning += event.text
             self.reasoning_tokens += 1  # one event per engine step and request: one token
             self.thinking_seconds = self.clock() - self.thinking_since
-        elif event.kind == "answer":
+        elif event.kind in ("answer", "tool"):  # tool: a line of the studio's tool loop (views_tools.live_line)
             self.progress = None
             self.answer += event.text
         elif event.kind in ("done", "error"):
