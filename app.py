@@ -119,7 +119,14 @@ def load_engine(args: argparse.Namespace):
                     quantization=args.quantization)
     print(f"model loaded in {time.perf_counter() - start:.1f} s on {llm.device} ({str(llm.dtype).split('.')[-1]}), "
           f"context window {llm.max_model_len:,} tokens", flush=True)
-    return AsyncEngine(llm)
+    return AsyncEngine(llm, on_fatal=exit_soon)
+
+
+def exit_soon(error: BaseException, grace_s: float = 2.0) -> None:
+    """The engine loop cannot continue: the waiters were told; exit non-zero (3) for a supervisor to restart."""
+    print(f"fatal: the engine stopped ({type(error).__name__}: {error}); exiting with status 3", file=sys.stderr,
+          flush=True)
+    threading.Timer(grace_s, os._exit, (3,)).start()
 
 
 def load_other_backend(args: argparse.Namespace, dtype):

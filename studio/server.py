@@ -5,11 +5,11 @@
 `mount_ui` puts the studio at `/` (studio.ui.ui: `gr.mount_gradio_app(app, blocks, path="/", auth=...)`); it is
 called last so /v1 and /health keep precedence.
 """
-import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from studio.api import OpenAIService, create_router
 from studio.chat import ChatService
@@ -55,12 +55,20 @@ def build_app(async_engine, store, config: ServerConfig) -> FastAPI:
 
     @app.get("/health")
     async def health():
-        requests = await asyncio.to_thread(async_engine.call, lambda engine: len(engine.requests))
-        return {"status": "ok", "model": config.model_name, "random_weights": info["random_weights"],
-                "max_model_len": chat.window, "running_requests": requests}
+        state = engine_health(async_engine)
+        body = {"status": "ok" if state["alive"] else "engine_dead", "model": config.model_name,
+                "random_weights": info["random_weights"], "max_model_len": chat.window, **state}
+        return JSONResponse(body, status_code=200 if state["alive"] else 503)
 
     mount_ui(app, chat, config)
     return app
+
+
+def engine_health(async_engine) -> dict:
+    """The engine's state without waiting on its thread (answers during a long prefill); 503 when dead."""
+    if hasattr(async_engine, "health"):
+        return async_engine.health()
+    return {"alive": True, "error": None, "running_requests": len(async_engine.engine.requests)}
 
 
 def mount_ui(app: FastAPI, chat: ChatService, config: ServerConfig) -> None:

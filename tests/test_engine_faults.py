@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from engine.serving.async_engine import AsyncEngine
+from engine.serving.async_engine import AsyncEngine, EngineDead
 from engine.serving.llm_engine import EngineArgs, LLMEngine
 from engine.serving.sampling import SamplingParams
 
@@ -44,3 +44,99 @@ def test_preempted_snapshots_go_to_the_host_tier_and_demote_cleanly(tiny_officia
     assert [got[r] for r in rids] == expected
     for entry in tight.keeper.index.entries.values():
         assert (entry.tier == "device") == hasattr(entry.handle, "blocks"), entry
+
+
+@pytest.fixture
+def engine(tiny_official):
+    llm = make_engine(tiny_official, prefill_chunk_size=256, max_num_batched_tokens=256)
+    yield llm
+
+
+def serve(llm, **kw):
+    return AsyncEngine(llm, **kw)
+
+
+async def collect(engine, prompt, params=GREEDY):
+    updates = [u async for u in engine.stream(prompt, params)]
+    return [t for u in updates for t in u.token_ids], updates[-1]
+
+
+def fail_once(obj, name, error=RuntimeError("injected fault")):
+    """Make `obj.name` raise once, then behave again (a fault injected into the real engine)."""
+    real, state = getattr(obj, name), {"armed": True}
+
+    def wrapper(*args, **kwargs):
+        if state["armed"]:
+            state["armed"] = False
+            raise error
+        return real(*args, **kwargs)
+    setattr(obj, name, wrapper)
+
+
+def test_a_failed_step_ends_its_requests_with_an_error_and_serving_goes_on(engine):
+    fail_once(engine.runner, "run")
+    aengine = serve(engine)
+    try:
+        async def main():
+            first = await collect(aengine, list(range(10, 40)))
+            return first, await collect(aengine, list(range(10, 40)))
+        (_, failed), (tokens, ok) = asyncio.run(main())
+        assert failed.finish_reason == "error" and "injected fault" in failed.error
+        assert ok.error is None and len(tokens) == GREEDY.max_tokens
+        assert aengine.health()["alive"] and aengine.health()["restarts"] == 0
+    finally:
+        aengine.shutdown()
+
+
+def test_a_recovery_that_raises_resets_the_engine_and_serving_goes_on(engine):
+    """The reported chain: a step raised, then the abort of its requests raised too (the loop used to die here
+    and every waiter hung). Now the engine resets its bookkeeping and the next request is served."""
+    fail_once(engine.runner, "run")
+    fail_once(engine, "abort", RuntimeError("abort failed too"))
+    aengine = serve(engine)
+    try:
+        async def main():
+            first = await collect(aengine, list(range(10, 40)))
+            return first, await collect(aengine, list(range(50, 90)))
+        (_, failed), (tokens, ok) = asyncio.run(main())
+        assert failed.finish_reason == "error" and "restarted" in failed.error
+        assert ok.error is None and len(tokens) == GREEDY.max_tokens
+        health = aengine.health()
+        assert health["alive"] and health["restarts"] == 1 and health["running_requests"] == 0
+        held = {b for e in engine.keeper.index.entries.values() if e.tier == "device" for b in e.handle.blocks}
+        blocks = engine.cache_manager.blocks  # a clean pool after the reset: free, or held by the new snapshots
+        assert blocks.num_free + len(held) == blocks.num_blocks
+    finally:
+        aengine.shutdown()
+
+
+def test_a_loop_that_cannot_continue_wakes_every_waiter(engine):
+    fatal = []
+    fail_once(engine.runner, "run")
+    fail_once(engine, "abort", RuntimeError("abort failed too"))
+    aengine = serve(engine, on_fatal=fatal.append, max_restarts=0)
+
+    async def main():
+        return await asyncio.wait_for(asyncio.gather(*(collect(aengine, list(range(10, 40 + i))) for i in range(3))),
+                                      timeout=30)
+    try:
+        results = asyncio.run(main())
+        assert all(final.finish_reason == "error" for _, final in results), results
+        assert len(fatal) == 1 and not aengine.alive
+        assert "failed 1 times" in aengine.health()["error"]
+        with pytest.raises(EngineDead):
+            aengine.call(lambda e: len(e.requests), timeout=5)
+        _, late = asyncio.run(collect(aengine, [5, 6, 7]))  # a new request fails at once, no hang
+        assert late.finish_reason == "error" and "must be restarted" in late.error
+    finally:
+        aengine.shutdown()
+
+
+def test_call_returns_errors_to_the_caller_and_does_not_kill_the_loop(engine):
+    aengine = serve(engine)
+    try:
+        with pytest.raises(ZeroDivisionError):
+            aengine.call(lambda e: 1 / 0, timeout=10)
+        assert aengine.call(lambda e: e.max_model_len, timeout=10) == 4096 and aengine.alive
+    finally:
+        aengine.shutdown()

@@ -94,6 +94,13 @@ class LLMEngine:
         self.workers.call("make_cache", args.max_num_seqs, num_blocks, BLOCK_SIZE)
         self.cache = local.cache
         self.runner = local.runner if tensor_parallel_size == 1 else ParallelRunner(self.workers)
+        self.num_kv_blocks = num_blocks
+        self._build_bookkeeping()
+        self.close_think_ids = self.tokenizer.encode("\n</think>\n")
+
+    def _build_bookkeeping(self) -> None:
+        """Block/slot tables, snapshot index and scheduler (no model tensors): built at start and by `reset()`."""
+        args, num_blocks = self.args, self.num_kv_blocks
         self.cache_manager = CacheManager(num_blocks, BLOCK_SIZE, args.max_num_seqs)
         self.keeper = None
         if args.enable_state_reuse:
@@ -102,7 +109,7 @@ class LLMEngine:
                 device_bytes = max(num_blocks * BLOCK_SIZE * self.cache.token_bytes // 4, 64 * self.cache.slot_bytes)
             keeper_args = (self.cache, self.cache_manager.blocks, device_bytes, args.host_state_bytes,
                            args.disk_state_bytes, args.disk_state_dir)
-            self.keeper = SnapshotKeeper(*keeper_args) if tensor_parallel_size == 1 \
+            self.keeper = SnapshotKeeper(*keeper_args) if self.tp_size == 1 \
                 else ShardedSnapshotKeeper(self.workers, *keeper_args)
         self.scheduler = Scheduler(args.max_num_seqs, max(args.max_num_batched_tokens, args.max_num_seqs),
                                    args.prefill_chunk_size, self.cache_manager, self.tokenizer.eos_token_ids,
@@ -110,7 +117,19 @@ class LLMEngine:
                                    on_release=self._on_release,
                                    reclaim=self.keeper.reclaim if self.keeper else None)
         self.requests: dict[str, Request] = {}
-        self.close_think_ids = self.tokenizer.encode("\n</think>\n")
+
+    def reset(self) -> list[str]:
+        """Drop every request and kept snapshot and rebuild the bookkeeping; the weights and cache tensors stay.
+        The recovery when a failed step may have left the tables inconsistent. Returns the dropped request ids."""
+        dropped = list(self.requests)
+        if self.keeper:
+            for entry in list(self.keeper.index.entries.values()):
+                try:
+                    self.keeper.index.discard(entry)  # frees tensor-parallel ranks' shards and files on disk
+                except Exception:  # noqa: BLE001 - the tables are being rebuilt anyway
+                    pass
+        self._build_bookkeeping()
+        return dropped
 
     def close(self) -> None:
         """Stop the tensor-parallel worker processes (nothing to do at size 1)."""
