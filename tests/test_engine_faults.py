@@ -140,3 +140,27 @@ def test_call_returns_errors_to_the_caller_and_does_not_kill_the_loop(engine):
         assert aengine.call(lambda e: e.max_model_len, timeout=10) == 4096 and aengine.alive
     finally:
         aengine.shutdown()
+
+
+def test_nan_logits_fail_only_their_request(tiny_official):
+    """A request whose logits row is NaN (bad state, a kernel fault) ends with an error; the others in the same
+    steps finish with the tokens they get alone, and nothing of the failed request is kept for reuse."""
+    llm = make_engine(tiny_official)
+    good = [list(range(10, 60)), list(range(100, 170))]
+    expected = [drain(llm, [rid := llm.add_request(p, GREEDY)])[0][rid] for p in good]
+    sampled = SamplingParams(temperature=0.8, top_p=0.9, seed=5, max_tokens=8, ignore_eos=True)
+    rids = [llm.add_request(p, GREEDY) for p in good] + [llm.add_request(list(range(300, 400)), sampled)]
+    poisoned, real_run = llm.scheduler.requests[rids[2]], llm.runner.run
+
+    def run(items, *args):
+        out = real_run(items, *args)
+        for j, item in enumerate(items):
+            if item.slot == poisoned.state_slot and item.past_len + len(item.new_tokens) > 100:
+                out[j] = float("nan")  # from its first decode on
+        return out
+    llm.runner.run = run
+    got, finals = drain(llm, rids)
+    assert [got[r] for r in rids[:2]] == expected and all(finals[r].error is None for r in rids[:2])
+    assert finals[rids[2]].finish_reason == "error" and "NaN" in finals[rids[2]].error
+    assert not any(e.num_tokens > 100 and e.token_ids[0] == 300 for e in llm.keeper.index.entries.values())
+    assert llm.cache_manager.slots.num_free == llm.cache_manager.slots.num_slots

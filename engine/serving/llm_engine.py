@@ -117,6 +117,7 @@ class LLMEngine:
                                    on_release=self._on_release,
                                    reclaim=self.keeper.reclaim if self.keeper else None)
         self.requests: dict[str, Request] = {}
+        self._unusable: set[str] = set()  # requests whose logits failed this step: nothing of theirs is kept
 
     def reset(self) -> list[str]:
         """Drop every request and kept snapshot and rebuild the bookkeeping; the weights and cache tensors stay.
@@ -223,8 +224,11 @@ class LLMEngine:
         reqs = [self.requests[s.request_id] for s in sampled_seqs]
         tokens = sample(logits[rows], [r.params for r in reqs], [r.generator for r in reqs],
                         vocab_limit=self.tokenizer.vocab_size) if rows else []
-        sampled = {s.request_id: t for s, t in zip(sampled_seqs, tokens)}
+        unusable = {s.request_id for s, t in zip(sampled_seqs, tokens) if t is None}
+        self._unusable |= unusable
+        sampled = {s.request_id: (0 if t is None else t) for s, t in zip(sampled_seqs, tokens)}
         finished = {s.request_id for s in self.scheduler.postprocess(out, sampled)}
+        updates += [self._fail_unusable(rid) for rid in unusable]
         for seq, n in scheduled:
             req = self.requests.get(seq.request_id)
             if req is None:
@@ -267,8 +271,20 @@ class LLMEngine:
                 logits[idx] = out
         return logits
 
+    def _fail_unusable(self, rid: str) -> RequestUpdate:
+        """End a request whose logits row had no drawable token (its placeholder token is never shown); its state
+        is not kept (it may hold the NaNs). Runs after `postprocess`, where the scheduler allows an abort."""
+        self.scheduler.abort(rid)
+        if self.keeper:
+            self.keeper.forget(rid)
+        self._unusable.discard(rid)
+        req = self.requests.pop(rid)
+        update = req.finish((), "the model's output for this request had no valid token (NaN or infinite logits)")
+        update.finish_reason = "error"
+        return update
+
     def _on_release(self, seq: Sequence) -> None:
-        if not self.keeper:
+        if not self.keeper or seq.request_id in self._unusable:
             return
         if seq.num_computed_tokens > 0:
             self.keeper.keep(seq, seq.num_computed_tokens, on_device=seq.status is not SequenceStatus.WAITING)
