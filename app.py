@@ -32,6 +32,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="studio login (repeatable)")
     ap.add_argument("--data-dir", default=str(ROOT / "data"), help="sessions database and uploads (default: data/)")
     ap.add_argument("--max-upload-mb", type=int, default=100, help="largest accepted upload")
+    ap.add_argument("--max-body-mb", type=float, default=8, help="largest request body other than uploads")
+    ap.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                    help="let web pages on ORIGIN call the API from a browser (repeatable; default: none)")
+    ap.add_argument("--rate-limit-api", default="600/minute", metavar="RATE",
+                    help="API requests per client IP and per API key ('' = unlimited)")
+    ap.add_argument("--rate-limit-login", default="10/minute", metavar="RATE",
+                    help="login attempts per client IP and per user name")
+    ap.add_argument("--rate-limit-share", default="60/minute", metavar="RATE", help="share-page views per client IP")
     ap.add_argument("--share", action="store_true", help="public Gradio share link for the studio")
     ap.add_argument("--root-path", default="", help="URL prefix when served behind a reverse proxy")
     ap.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
@@ -43,6 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     engine.add_argument("--quantization", default=None, help="experts_int8 (int8 MoE experts), or none")
     engine.add_argument("--max-model-len", type=int, default=None,
                         help="context window in tokens (default: the model's, 65,536 on CPU)")
+    engine.add_argument("--kv-cache-tokens", type=int, default=None,
+                        help="KV cache size in tokens (default: from free GPU memory; 2 windows on CPU)")
+    engine.add_argument("--max-num-seqs", type=int, default=32, help="requests run at once (more wait)")
     engine.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
     engine.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     return ap.parse_args(argv)
@@ -114,7 +125,9 @@ def load_engine(args: argparse.Namespace):
     dtype = None if args.dtype == "auto" else args.dtype
     if args.backend != "m1":
         return load_other_backend(args, dtype)
-    llm = LLMEngine(args.model, device=args.device, dtype=dtype, args=EngineArgs(max_model_len=args.max_model_len),
+    engine_args = EngineArgs(max_model_len=args.max_model_len, kv_cache_tokens=args.kv_cache_tokens,
+                             max_num_seqs=args.max_num_seqs)
+    llm = LLMEngine(args.model, device=args.device, dtype=dtype, args=engine_args,
                     progress=progress, tensor_parallel_size=args.tensor_parallel_size,
                     quantization=args.quantization)
     print(f"model loaded in {time.perf_counter() - start:.1f} s on {llm.device} ({str(llm.dtype).split('.')[-1]}), "
@@ -163,7 +176,8 @@ def main(argv=None) -> int:
 
     api_keys = args.api_key + ([os.environ["M1_API_KEY"]] if os.environ.get("M1_API_KEY") else [])
     config = ServerConfig(args.model, args.served_model_name, args.data_dir, api_keys, args.auth,
-                          args.max_upload_mb, args.share, args.root_path)
+                          args.max_upload_mb, args.share, args.root_path, args.max_body_mb, args.cors_origin,
+                          args.rate_limit_api, args.rate_limit_login, args.rate_limit_share)
     if config.model["random_weights"]:
         print(f"NOTE: {config.model['note']}", flush=True)
     try:

@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from studio.api import OpenAIService, create_router
 from studio.chat import ChatService
+from studio.guard import GuardConfig, RequestGuard
 from studio.model_info import model_info
 
 
@@ -27,6 +29,17 @@ class ServerConfig:
     max_upload_mb: int = 100
     share: bool = False
     root_path: str = ""
+    max_body_mb: float = 8  # request bodies other than uploads (the API's JSON)
+    cors_origins: list[str] = field(default_factory=list)  # none: browsers on other sites cannot read /v1
+    api_rate: str = "600/minute"  # per client IP and per API key ("" = no limit)
+    login_rate: str = "10/minute"  # per client IP and per user name
+    share_rate: str = "60/minute"  # share pages, per client IP
+
+    @property
+    def guard(self) -> GuardConfig:
+        """The request guard's limits (studio.guard)."""
+        return GuardConfig(int(self.max_body_mb * 2**20), (self.max_upload_mb + 1) * 2**20, self.api_rate,
+                           self.login_rate, self.share_rate)
 
     @property
     def uploads_dir(self) -> Path:
@@ -47,7 +60,8 @@ class ServerConfig:
 def build_app(async_engine, store, config: ServerConfig) -> FastAPI:
     """The app: /v1 (OpenAI API), /health, and the studio at / (mount_ui). State on app.state: engine, store,
     chat (ChatService), config."""
-    app = FastAPI(title="M1 Studio", docs_url="/v1/docs", redoc_url=None)
+    app = FastAPI(title="M1 Studio", docs_url=None, redoc_url=None, openapi_url=None)  # docs: /v1/docs, keyed
+    add_guards(app, config)
     app.state.engine, app.state.store, app.state.config = async_engine, store, config
     app.state.chat = chat = ChatService(async_engine, store)
     app.include_router(create_router(OpenAIService(async_engine, config.model_name, config.api_keys)), prefix="/v1")
@@ -62,6 +76,14 @@ def build_app(async_engine, store, config: ServerConfig) -> FastAPI:
 
     mount_ui(app, chat, config)
     return app
+
+
+def add_guards(app: FastAPI, config: ServerConfig) -> None:
+    """Body-size, content-type and rate limits on every route; CORS only for the origins configured."""
+    if config.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(RequestGuard, config=config.guard)
 
 
 def engine_health(async_engine) -> dict:
