@@ -112,7 +112,8 @@ class AsyncEngine:
         started = self.step_started
         busy = 0.0 if started is None else time.monotonic() - started
         return {"alive": self.alive, "error": self.error, "restarts": self.restarts,
-                "running_requests": len(self.engine.requests), "step_running_s": round(busy, 3)}
+                "running_requests": len(self.engine.requests), "step_running_s": round(busy, 3),
+                "preemptions": self.engine.scheduler.num_preemptions}
 
     def shutdown(self) -> None:
         self._stopped = True
