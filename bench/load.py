@@ -134,7 +134,7 @@ def main() -> int:
             model = write_checkpoint(os.path.join(tmp, "tiny"), layout="official", seed=0)
             server = ["--model", str(model), "--device", "cpu", "--max-model-len", "4096",
                       "--kv-cache-tokens", str(args.kv_cache_tokens), "--rate-limit-api", ""]
-            with running_app(server, tmp) as base:
+            with running_app(server, tmp, timeout=900) as base:
                 figures = asyncio.run(run_load(base, **kw))
     print(json.dumps(figures, indent=1))
     if args.json:
