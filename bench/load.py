@@ -132,7 +132,7 @@ def main() -> int:
         from engine.model.tiny import write_checkpoint
         with tempfile.TemporaryDirectory() as tmp:
             model = write_checkpoint(os.path.join(tmp, "tiny"), layout="official", seed=0)
-            server = ["--model", str(model), "--device", "cpu", "--max-model-len", "4096",
+            server = ["--model", str(model), "--device", "cpu", "--max-model-len", "8192",
                       "--kv-cache-tokens", str(args.kv_cache_tokens), "--rate-limit-api", ""]
             with running_app(server, tmp, timeout=900) as base:
                 figures = asyncio.run(run_load(base, **kw))

@@ -164,3 +164,30 @@ def test_nan_logits_fail_only_their_request(tiny_official):
     assert finals[rids[2]].finish_reason == "error" and "NaN" in finals[rids[2]].error
     assert not any(e.num_tokens > 100 and e.token_ids[0] == 300 for e in llm.keeper.index.entries.values())
     assert llm.cache_manager.slots.num_free == llm.cache_manager.slots.num_slots
+
+
+def test_health_answers_during_a_long_step(engine):
+    """/health reads AsyncEngine.health(), which must not wait for the engine thread: here a step takes 3 s."""
+    import threading
+    import time
+    real_run = engine.runner.run
+
+    def slow(items, *args):
+        time.sleep(3)
+        return real_run(items, *args)
+    engine.runner.run = slow
+    aengine = serve(engine)
+    try:
+        worker = threading.Thread(target=lambda: asyncio.run(collect(aengine, list(range(10, 40)),
+                                                                     SamplingParams(max_tokens=1))))
+        worker.start()
+        while aengine.step_started is None:
+            time.sleep(0.01)
+        start = time.perf_counter()
+        health = aengine.health()
+        assert time.perf_counter() - start < 0.5 and health["running_requests"] == 1 and health["alive"]
+        time.sleep(0.2)
+        assert aengine.health()["step_running_s"] >= 0.2
+        worker.join()
+    finally:
+        aengine.shutdown()
