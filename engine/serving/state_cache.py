@@ -124,13 +124,13 @@ class StateCache:
             raise ValueError(f"put: nbytes must be >= 0, got {nbytes}")
         if chain is None or len(chain) != len(tokens) // self.block_tokens:
             chain = self._chain(tokens, len(tokens) // self.block_tokens)
+        i = self._tier_index(tier) if tier is not None else 0
         key = self._key(tokens, chain)
         old = self.entries.get(key)
         if old is not None:
             if old.pin_count:
                 raise ValueError(f"put: a pinned snapshot of these {len(tokens)} tokens is in use; check `in` first")
             self.discard(old)
-        i = self._tier_index(tier) if tier is not None else 0
         entry = StateEntry(tokens, handle, nbytes, self.tiers[i].name, key, chain)
         self._index(entry)
         self._tier_add(i, entry)
