@@ -33,6 +33,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="studio login (repeatable)")
     ap.add_argument("--data-dir", default=str(ROOT / "data"), help="sessions database and uploads (default: data/)")
     ap.add_argument("--max-upload-mb", type=int, default=100, help="largest accepted upload")
+    ap.add_argument("--max-body-mb", type=float, default=8, help="largest request body other than uploads")
+    ap.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                    help="let web pages on ORIGIN call the API from a browser (repeatable; default: none)")
+    ap.add_argument("--rate-limit-api", default="600/minute", metavar="RATE",
+                    help="API requests per client IP and per API key ('' = unlimited)")
+    ap.add_argument("--rate-limit-login", default="10/minute", metavar="RATE",
+                    help="login attempts per client IP and per user name")
+    ap.add_argument("--rate-limit-share", default="60/minute", metavar="RATE", help="share-page views per client IP")
     ap.add_argument("--share", action="store_true", help="public Gradio share link for the studio")
     ap.add_argument("--root-path", default="", help="URL prefix when served behind a reverse proxy")
     ap.add_argument("--tools", default="", type=_tool_names, metavar="NAMES",
@@ -46,6 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     engine.add_argument("--quantization", default=None, help="experts_int8 (int8 MoE experts), or none")
     engine.add_argument("--max-model-len", type=int, default=None,
                         help="context window in tokens (default: the model's, 65,536 on CPU)")
+    engine.add_argument("--kv-cache-tokens", type=int, default=None,
+                        help="KV cache size in tokens (default: from free GPU memory; 2 windows on CPU)")
+    engine.add_argument("--max-num-seqs", type=int, default=32, help="requests run at once (more wait)")
     engine.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
     engine.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     engine.add_argument("--state-dir", default=None,
@@ -140,7 +151,8 @@ def load_engine(args: argparse.Namespace):
     dtype = None if args.dtype == "auto" else args.dtype
     if args.backend != "m1":
         return load_other_backend(args, dtype)
-    engine_args = {"max_model_len": args.max_model_len, "shared_state_dir": args.state_dir}
+    engine_args = {"max_model_len": args.max_model_len, "shared_state_dir": args.state_dir,
+                   "kv_cache_tokens": args.kv_cache_tokens, "max_num_seqs": args.max_num_seqs}
     if args.replicas or args.ray_address:
         return load_replicas(args, dtype, engine_args)
     llm = LLMEngine(args.model, device=args.device, dtype=dtype, args=EngineArgs(**engine_args),
@@ -148,7 +160,14 @@ def load_engine(args: argparse.Namespace):
                     quantization=args.quantization)
     print(f"model loaded in {time.perf_counter() - start:.1f} s on {llm.device} ({str(llm.dtype).split('.')[-1]}), "
           f"context window {llm.max_model_len:,} tokens", flush=True)
-    return AsyncEngine(llm)
+    return AsyncEngine(llm, on_fatal=exit_soon)
+
+
+def exit_soon(error: BaseException, grace_s: float = 2.0) -> None:
+    """The engine loop cannot continue: the waiters were told; exit non-zero (3) for a supervisor to restart."""
+    print(f"fatal: the engine stopped ({type(error).__name__}: {error}); exiting with status 3", file=sys.stderr,
+          flush=True)
+    threading.Timer(grace_s, os._exit, (3,)).start()
 
 
 def load_replicas(args: argparse.Namespace, dtype, engine_args: dict):
@@ -203,7 +222,8 @@ def main(argv=None) -> int:
 
     api_keys = args.api_key + ([os.environ["M1_API_KEY"]] if os.environ.get("M1_API_KEY") else [])
     config = ServerConfig(args.model, args.served_model_name, args.data_dir, api_keys, args.auth,
-                          args.max_upload_mb, args.share, args.root_path, args.tools)
+                          args.max_upload_mb, args.share, args.root_path, args.tools, args.max_body_mb,
+                          args.cors_origin, args.rate_limit_api, args.rate_limit_login, args.rate_limit_share)
     try:
         data_lock = DataDirLock(args.data_dir).acquire()  # before the model loads: a second process ends at once
     except DataDirLocked as exc:

@@ -14,8 +14,10 @@ import secrets
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import APIRouter, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
@@ -54,6 +56,15 @@ class OpenAIService:
         """The model list."""
         return {"object": "list", "data": [{"id": self.model_name, "object": "model", "created": 0,
                                             "owned_by": "m1-studio", "max_model_len": self.window}]}
+
+    def parse(self, raw: bytes, session_header: str | None = None) -> CompletionRequest:
+        """A request body to a validated request with its tools and grammar (JSON, tokenisation and grammar
+        compilation: run it off the event loop). The X-Session-Id header wins over the body's `user`."""
+        body = parse_body(raw)
+        req = parse_request(body, model_names=[self.model_name], tokenizer=self.encoder, window=self.window)
+        req.session_id = session_header or req.session_id
+        self.add_tools(req, body)
+        return req
 
     def generation(self, req: CompletionRequest) -> Generation:
         """A Generation for a parsed request."""
@@ -190,14 +201,9 @@ def create_router(service: OpenAIService) -> APIRouter:
     async def chat_completions(request: Request):
         try:
             service.check_key(request)
-            try:
-                body = await request.json()
-            except ValueError:
-                raise APIError(400, "the request body is not valid JSON") from None
-            req = parse_request(body, model_names=[service.model_name], tokenizer=service.encoder,
-                                window=service.window)
-            req.session_id = request.headers.get("x-session-id") or req.session_id
-            await asyncio.to_thread(service.add_tools, req, body)  # grammar compiles off the event loop
+            raw = await request.body()
+            req = await asyncio.get_running_loop().run_in_executor(PARSER, service.parse, raw,
+                                                                   request.headers.get("x-session-id"))
             if req.stream:
                 return EventSourceResponse(service.stream(req), ping=15)
             return JSONResponse(await _unless_disconnected(request, service.complete(req)))
@@ -206,4 +212,58 @@ def create_router(service: OpenAIService) -> APIRouter:
         except Exception as exc:  # noqa: BLE001 - any other failure is a 500 in OpenAI's shape
             return APIError(500, f"internal error: {exc}", type="server_error").response()
 
+    add_docs_routes(router, service)
+    add_fallback_route(router)
     return router
+
+
+# --- hardening: parsing off the event loop, docs behind the key, OpenAI-shaped 404/405 -----------------------
+PARSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="m1-api-parse")  # one thread: the encoder's memo
+
+
+def parse_body(raw: bytes):
+    """JSON from a request body; APIError 400 for invalid or too deeply nested JSON (RecursionError)."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise APIError(400, "the request body is not valid JSON (or is nested too deeply)") from None
+
+
+def add_docs_routes(router: APIRouter, service: OpenAIService) -> None:
+    """/v1/openapi.json and /v1/docs, behind the API key like every /v1 route."""
+
+    @router.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request):
+        try:
+            service.check_key(request)
+        except APIError as exc:
+            return exc.response()
+        return JSONResponse(request.app.openapi())
+
+    @router.get("/docs", include_in_schema=False)
+    async def docs(request: Request):
+        try:
+            service.check_key(request)
+        except APIError as exc:
+            return exc.response()
+        return get_swagger_ui_html(openapi_url=request.scope.get("root_path", "") + "/v1/openapi.json",
+                                   title="M1 Studio API")
+
+
+def add_fallback_route(router: APIRouter) -> None:
+    """Every other /v1 path: 405 where the path exists with other methods, else 404; both in OpenAI's shape.
+    (Without it, unknown /v1 paths fell through to the studio mounted at /.)"""
+    known = list(router.routes)
+
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
+
+    @router.api_route("", methods=methods, include_in_schema=False)
+    @router.api_route("/{path:path}", methods=methods, include_in_schema=False)
+    async def fallback(request: Request, path: str = ""):
+        full = "/" + path
+        allowed = sorted({m for r in known if r.path_regex.match(full) for m in getattr(r, "methods", ())})
+        if allowed:
+            return APIError(405, f"{request.method} is not allowed on /v1{full}; use {', '.join(allowed)}",
+                            code="method_not_allowed").response()
+        return APIError(404, f"Unknown request URL: {request.method} /v1{full}. Please check the URL.",
+                        code="unknown_url").response()

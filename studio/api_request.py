@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from fastapi.responses import JSONResponse
 
-from engine.serving.sampling import SamplingParams
+from engine.serving.sampling import SEED_RANGE, SamplingParams
 from studio.generation import THINK_START
 
 MAX_STOP_STRINGS = 4
@@ -124,8 +124,9 @@ def _top_p(body: dict) -> float:
 
 def _seed(body: dict) -> int | None:
     seed = body.get("seed")
-    if seed is not None and not _is_int(seed):
-        raise APIError(400, f"seed must be an integer, got {seed!r}", param="seed")
+    low, high = SEED_RANGE
+    if seed is not None and (not _is_int(seed) or not low <= seed <= high):
+        raise APIError(400, f"seed must be an integer from {low} to {high}, got {seed!r}", param="seed")
     return seed
 
 

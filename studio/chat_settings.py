@@ -51,6 +51,7 @@ class ChatSettings:
             raise ValueError(f"max_tokens must be an integer from 1 to {MAX_OUTPUT_TOKENS:,}, got {self.max_tokens}")
         if self.thinking_budget is not None and (not isinstance(self.thinking_budget, int) or self.thinking_budget < 0):
             raise ValueError(f"thinking_budget must be None (unlimited) or an integer >= 0, got {self.thinking_budget}")
+        self.sampling_params()  # the engine's own ranges too: finite numbers, a seed torch accepts
         return self
 
     def sampling_params(self) -> SamplingParams:

@@ -126,7 +126,8 @@ def test_errors_have_openai_shape_and_status(server, client):
         assert info.value.body["param"] == param and info.value.body["code"] == code, info.value.body
     overflow = info.value.body["message"]
     assert "over by" in overflow and f"{WINDOW:,}" in overflow
-    bad = httpx.post(f"{server}/v1/chat/completions", content=b"{not json", headers={"Authorization": f"Bearer {KEY}"})
+    bad = httpx.post(f"{server}/v1/chat/completions", content=b"{not json",
+                     headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
     assert bad.status_code == 400 and set(bad.json()["error"]) == {"message", "type", "param", "code"}
 
 

@@ -235,3 +235,17 @@ def test_scheduler_restores_from_kept_turns():
     assert run_turn("regen", turn2.token_ids[:turn2.num_prompt_tokens]).num_cached_tokens == 12
     assert run_turn("t3", toks(10, 1) + toks(7, 700)).num_cached_tokens == 10, "history edited after the prompt"
     assert sched.cache.is_full
+
+
+def test_put_files_a_handle_in_the_tier_it_lives_in():
+    """A host copy put straight into the host tier never passes through the device tier's demotion (a preempted
+    sequence's HostSnap once sat in the gpu tier and was 'demoted' as if it held blocks)."""
+    cache = make_cache(budgets=(100, 150, 1000))
+    cache.put(toks(5), "gpu:a", 60)
+    cache.put(toks(6, 100), "host:b", 100, tier="host")
+    assert where(cache) == {"gpu": ["a"], "host": ["b"], "disk": []} and cache.mover.calls == []
+    cache.put(toks(7, 200), "host:c", 100, tier="host")  # over the host budget: b goes down to disk
+    assert where(cache) == {"gpu": ["a"], "host": ["c"], "disk": ["b"]}
+    assert cache.mover.calls == [("host:b", "host", "disk")]
+    with pytest.raises(ValueError, match="unknown tier"):
+        cache.put(toks(3, 300), "x:d", 1, tier="nvme")

@@ -98,6 +98,13 @@ class LLMEngine:
         self.workers.call("make_cache", args.max_num_seqs, num_blocks, BLOCK_SIZE)
         self.cache = local.cache
         self.runner = local.runner if tensor_parallel_size == 1 else ParallelRunner(self.workers)
+        self.num_kv_blocks = num_blocks
+        self._build_bookkeeping()
+        self.close_think_ids = self.tokenizer.encode("\n</think>\n")
+
+    def _build_bookkeeping(self) -> None:
+        """Block/slot tables, snapshot index and scheduler (no model tensors): built at start and by `reset()`."""
+        args, num_blocks = self.args, self.num_kv_blocks
         self.cache_manager = CacheManager(num_blocks, BLOCK_SIZE, args.max_num_seqs)
         self.keeper = None
         if args.enable_state_reuse:
@@ -107,7 +114,7 @@ class LLMEngine:
             keeper_args = (self.cache, self.cache_manager.blocks, device_bytes, args.host_state_bytes,
                            args.disk_state_bytes, args.disk_state_dir)
             shared = self._shared_states()
-            self.keeper = SnapshotKeeper(*keeper_args, shared=shared) if tensor_parallel_size == 1 \
+            self.keeper = SnapshotKeeper(*keeper_args, shared=shared) if self.tp_size == 1 \
                 else ShardedSnapshotKeeper(self.workers, *keeper_args, shared=shared)
         self.scheduler = Scheduler(args.max_num_seqs, max(args.max_num_batched_tokens, args.max_num_seqs),
                                    args.prefill_chunk_size, self.cache_manager, self.tokenizer.eos_token_ids,
@@ -115,7 +122,20 @@ class LLMEngine:
                                    on_release=self._on_release,
                                    reclaim=self.keeper.reclaim if self.keeper else None)
         self.requests: dict[str, Request] = {}
-        self.close_think_ids = self.tokenizer.encode("\n</think>\n")
+        self._unusable: set[str] = set()  # requests whose logits failed this step: nothing of theirs is kept
+
+    def reset(self) -> list[str]:
+        """Drop every request and kept snapshot and rebuild the bookkeeping; the weights and cache tensors stay.
+        The recovery when a failed step may have left the tables inconsistent. Returns the dropped request ids."""
+        dropped = list(self.requests)
+        if self.keeper:
+            for entry in list(self.keeper.index.entries.values()):
+                try:
+                    self.keeper.index.discard(entry)  # frees tensor-parallel ranks' shards and files on disk
+                except Exception:  # noqa: BLE001 - the tables are being rebuilt anyway
+                    pass
+        self._build_bookkeeping()
+        return dropped
 
     def identity(self) -> dict:
         """What a saved state depends on: the checkpoint's contents, dtype, quantization, TP layout, KV block size."""
@@ -222,8 +242,11 @@ class LLMEngine:
         reqs = [self.requests[s.request_id] for s in sampled_seqs]
         tokens = sample(_constrained(logits[rows], reqs), [r.params for r in reqs], [r.generator for r in reqs],
                         vocab_limit=self.tokenizer.vocab_size) if rows else []
-        sampled = {s.request_id: t for s, t in zip(sampled_seqs, tokens)}
+        unusable = {s.request_id for s, t in zip(sampled_seqs, tokens) if t is None}
+        self._unusable |= unusable
+        sampled = {s.request_id: (0 if t is None else t) for s, t in zip(sampled_seqs, tokens)}
         finished = {s.request_id for s in self.scheduler.postprocess(out, sampled)}
+        updates += [self._fail_unusable(rid) for rid in unusable]
         for seq, n in scheduled:
             req = self.requests.get(seq.request_id)
             if req is None:
@@ -266,8 +289,20 @@ class LLMEngine:
                 logits[idx] = out
         return logits
 
+    def _fail_unusable(self, rid: str) -> RequestUpdate:
+        """End a request whose logits row had no drawable token (its placeholder token is never shown); its state
+        is not kept (it may hold the NaNs). Runs after `postprocess`, where the scheduler allows an abort."""
+        self.scheduler.abort(rid)
+        if self.keeper:
+            self.keeper.forget(rid)
+        self._unusable.discard(rid)
+        req = self.requests.pop(rid)
+        update = req.finish((), "the model's output for this request had no valid token (NaN or infinite logits)")
+        update.finish_reason = "error"
+        return update
+
     def _on_release(self, seq: Sequence) -> None:
-        if not self.keeper:
+        if not self.keeper or seq.request_id in self._unusable:
             return
         if seq.num_computed_tokens > 0:
             self.keeper.keep(seq, seq.num_computed_tokens, on_device=seq.status is not SequenceStatus.WAITING)

@@ -34,7 +34,7 @@ class SnapshotKeeper:
             self.disk_dir = Path(disk_dir or tempfile.mkdtemp(prefix="m1-states-"))
             self.disk_dir.mkdir(parents=True, exist_ok=True)
         self.index = StateCache(tiers, mover=self._move)
-        self.pending: list[tuple[list[int], object, int]] = []
+        self.pending: list[tuple] = []  # (tokens, handle, nbytes, chain, tier) taken during a step
         self.candidates: dict[str, StateEntry] = {}  # request id -> the entry its restore() query found
         self.chains: dict[str, TokenChain] = {}  # request id -> its tokens' block hash chain
         self._names = itertools.count()
@@ -56,14 +56,16 @@ class SnapshotKeeper:
             handle = DeviceSnap(states, list(held), num_tokens)
         else:
             handle = self._to_host(DeviceSnap(states, list(held), num_tokens))
-        self.pending.append((tokens, handle, self.nbytes(num_tokens), chain))
+        self.pending.append((tokens, handle, self.nbytes(num_tokens), chain, "device" if on_device else "host"))
 
     def flush(self) -> None:
-        for tokens, handle, nbytes, chain in self.pending:  # a newer snapshot of the same tokens replaces the older
+        """File the snapshots taken this step, each in the tier its copy lives in (a preempted sequence's host
+        copy goes to the host tier: filed as a device snapshot, its next demotion would treat it as one)."""
+        pending, self.pending = self.pending, []
+        for tokens, handle, nbytes, chain, tier in pending:  # a newer snapshot of the same tokens replaces the older
             if self.shared is not None:
                 self._save_shared(tokens, chain, handle)
-            self.index.put(tokens, handle, nbytes, chain)
-        self.pending.clear()
+            self.index.put(tokens, handle, nbytes, chain, tier)
 
     def _save_shared(self, tokens, chain, handle) -> None:
         self.shared.save(tokens, chain, handle if isinstance(handle, HostSnap) else self._to_host(handle))

@@ -110,9 +110,10 @@ class StateCache:
         return self.entries.get(self._key(tokens, self._chain(tokens, len(tokens) // self.block_tokens)))
 
     def put(self, token_ids: Iterable[int], handle: object, nbytes: int,
-            chain: list[bytes] | None = None) -> StateEntry:
-        """Keep a snapshot covering exactly `token_ids` in the first tier (replacing one with the same tokens).
-        `chain`: the hash chain of the full blocks of `token_ids`, if the caller has it (see TokenChain).
+            chain: list[bytes] | None = None, tier: str | None = None) -> StateEntry:
+        """Keep a snapshot covering exactly `token_ids` in `tier` (default: the first; replacing one with the same
+        tokens). `chain`: the hash chain of the full blocks of `token_ids`, if the caller has it (see TokenChain).
+        `tier` must be where `handle` lives: a handle already copied off the device enters a lower tier.
 
         Returns the entry; its `tier` is None if it was too large for every tier and has already been dropped.
         """
@@ -123,16 +124,17 @@ class StateCache:
             raise ValueError(f"put: nbytes must be >= 0, got {nbytes}")
         if chain is None or len(chain) != len(tokens) // self.block_tokens:
             chain = self._chain(tokens, len(tokens) // self.block_tokens)
+        i = self._tier_index(tier) if tier is not None else 0
         key = self._key(tokens, chain)
         old = self.entries.get(key)
         if old is not None:
             if old.pin_count:
                 raise ValueError(f"put: a pinned snapshot of these {len(tokens)} tokens is in use; check `in` first")
             self.discard(old)
-        entry = StateEntry(tokens, handle, nbytes, self.tiers[0].name, key, chain)
+        entry = StateEntry(tokens, handle, nbytes, self.tiers[i].name, key, chain)
         self._index(entry)
-        self._tier_add(0, entry)
-        self._enforce(0)
+        self._tier_add(i, entry)
+        self._enforce(i)
         return entry
 
     def lookup(self, token_ids: Iterable[int], max_len: int | None = None,

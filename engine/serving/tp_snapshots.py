@@ -36,7 +36,7 @@ class ShardedSnapshotKeeper(SnapshotKeeper):
         if on_device:
             self.blocks.incref(held)
         self.pending.append((tokens, ShardedSnap(sid, held if on_device else [], num_tokens),
-                             self.nbytes(num_tokens), chain))
+                             self.nbytes(num_tokens), chain, "device" if on_device else "host"))
 
     def restore_into(self, seq: Sequence) -> None:
         entry, n = self._claim(seq), seq.num_cached_tokens

@@ -3,13 +3,14 @@ import sqlite3
 
 SNIPPET_CHARS = 60
 MIN_FTS_CHARS = 3  # the trigram tokenizer cannot match shorter queries; those use LIKE
+MAX_QUERY_CHARS = 256  # a search box query; longer LIKE patterns are refused by SQLite
 
 
 def search_sessions(conn: sqlite3.Connection, user_id: int, query: str, *, limit: int = 50,
                     use_fts: bool = True) -> list[dict]:
     """Sessions matching `query`, case-insensitive substring: title matches first, then content matches, each
     newest first. Result dicts: session_id, title, updated_at, matched ('title'|'content'), message_id, snippet."""
-    query = query.strip()
+    query = clean_query(query)
     if not query:
         return []
     pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -24,6 +25,13 @@ def search_sessions(conn: sqlite3.Connection, user_id: int, query: str, *, limit
                                           "updated_at": row["updated_at"], "matched": "content",
                                           "message_id": row["id"], "snippet": snippet(row["content"], query)}
     return list(results.values())
+
+
+def clean_query(query: str) -> str:
+    """A search box's text as SQLite can take it: control characters dropped (a NUL ends an SQL string early),
+    surrounding space stripped, at most MAX_QUERY_CHARS characters (a longer LIKE pattern is refused as too complex)."""
+    text = "".join(ch for ch in str(query) if ch >= " " or ch in "\t\n")
+    return text.strip()[:MAX_QUERY_CHARS].strip()
 
 
 def _content_matches(conn, user_id: int, query: str, pattern: str, limit: int, use_fts: bool):

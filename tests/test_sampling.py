@@ -1,0 +1,160 @@
+"""The sampler against its reference distribution, and SamplingParams' ranges.
+
+Distribution tests: N seeded draws from fixed logits; the empirical frequencies p̂ must match the reference p
+(softmax(logits / T), then top-k renormalised, then the nucleus of that, renormalised) in total variation. The bound is the
+Bretagnolle–Huber–Carol inequality for a multinomial over k outcomes: P(‖p̂ − p‖₁ ≥ λ) ≤ 2^k · exp(−N λ² / 2).
+With k = 8 outcomes, N = 6000 draws and a false-failure rate δ = 1e-6 per check, λ = sqrt(2 (k ln 2 + ln 1/δ) / N)
+≈ 0.080, i.e. TV ≤ 0.040; ignoring the temperature or top_p moves TV by > 0.15 on these logits.
+Property-based cases (hypothesis): any valid params on any usable row give an allowed token; unusable rows fail alone.
+"""
+import math
+
+import pytest
+import torch
+from hypothesis import example, given, settings, strategies as st
+
+from engine.serving.sampling import GREEDY_BELOW, SamplingParams, make_generator, sample
+
+LOGITS = torch.tensor([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -2.0])
+N = 6000
+DELTA = 1e-6
+LAMBDA_L1 = math.sqrt(2 * (len(LOGITS) * math.log(2) + math.log(1 / DELTA)) / N)
+
+
+def reference(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """The distribution the sampler must follow, written plainly (float64, one token at a time)."""
+    p = torch.softmax(logits.double() / temperature, -1)
+    order = sorted(range(len(p)), key=lambda i: -p[i].item())
+    keep = order[:top_k] if top_k else order
+    total = sum(p[i].item() for i in keep)  # top-p applies to the top-k distribution renormalised (vLLM, HF)
+    mass, nucleus = 0.0, set()
+    for i in keep:  # the smallest top set whose mass reaches top_p
+        if mass < top_p:
+            nucleus.add(i)
+            mass += p[i].item() / total
+    q = torch.tensor([p[i].item() if i in nucleus else 0.0 for i in range(len(p))], dtype=torch.float64)
+    return q / q.sum()
+
+
+def empirical(params: SamplingParams, logits=LOGITS, n=N) -> torch.Tensor:
+    g = make_generator(params, "cpu")
+    rows = logits.expand(n, -1)
+    counts = torch.bincount(torch.tensor(sample(rows, [params] * n, [g] * n)), minlength=len(logits))
+    return counts.double() / n
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [
+    (1.0, 0, 1.0), (0.5, 0, 1.0), (2.0, 0, 1.0),     # tempered
+    (1.0, 3, 1.0), (0.7, 5, 1.0), (1.0, 100, 1.0),   # top-k (100 > vocabulary: no filter)
+    (1.0, 0, 0.6), (1.3, 0, 0.9), (1.0, 4, 0.5),     # nucleus, and both
+])
+def test_draws_follow_the_reference_distribution(temperature, top_k, top_p):
+    params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=1234)
+    tv = 0.5 * (empirical(params) - reference(LOGITS, temperature, top_k, top_p)).abs().sum().item()
+    assert tv <= LAMBDA_L1 / 2, f"TV {tv:.4f} > {LAMBDA_L1 / 2:.4f} (false-failure rate {DELTA})"
+
+
+def test_the_bound_separates_the_settings_it_must_tell_apart():
+    """The check has power: the reference distributions a sampler ignoring T or top_p would follow are far."""
+    far = lambda a, b: 0.5 * (a - b).abs().sum().item() > 2 * LAMBDA_L1
+    assert far(reference(LOGITS, 0.5), reference(LOGITS, 1.0))
+    assert far(reference(LOGITS, 1.0, top_p=0.6), reference(LOGITS, 1.0))
+    assert far(reference(LOGITS, 1.0, top_k=3), reference(LOGITS, 1.0))
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1e-6, GREEDY_BELOW / 2, 1e-300, 5e-324])
+def test_vanishing_temperatures_are_greedy(temperature):
+    params = SamplingParams(temperature=temperature, seed=0)
+    assert params.temperature == 0.0 and params.greedy
+    assert set(sample(LOGITS.expand(50, -1), [params] * 50, [None] * 50)) == {0}
+
+
+def test_edge_values_near_the_limits():
+    near_zero_t = SamplingParams(temperature=2 * GREEDY_BELOW, seed=3)  # sampled, not greedy, but no overflow
+    assert not near_zero_t.greedy and set(sample(LOGITS.expand(200, -1), [near_zero_t] * 200, [None] * 200)) == {0}
+    tiny_p = SamplingParams(temperature=1.0, top_p=1e-300, seed=3)  # the top token alone is the nucleus
+    assert set(sample(LOGITS.expand(200, -1), [tiny_p] * 200, [None] * 200)) == {0}
+    assert empirical(SamplingParams(top_p=1.0, seed=5), n=2000)[-1] > 0  # top_p = 1 keeps the tail
+    tail = reference(LOGITS, 1.0, top_p=1 - 1e-12)
+    assert tail[-1] > 0  # just under 1 keeps the tail too
+
+
+@pytest.mark.parametrize("field, value", [
+    ("temperature", -0.1), ("temperature", math.inf), ("temperature", math.nan), ("temperature", True),
+    ("top_p", 0.0), ("top_p", -1e-300), ("top_p", 1.0000001), ("top_p", math.nan), ("top_p", "0.5"),
+    ("top_k", -1), ("top_k", 2.5), ("max_tokens", 0), ("seed", 2 ** 64), ("seed", 2 ** 70), ("seed", -(2 ** 63) - 1),
+    ("seed", 1.5), ("stop_token_ids", [-1]), ("stop_token_ids", ["a"]),
+])
+def test_out_of_range_params_are_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        SamplingParams(**{field: value})
+
+
+def test_seeds_over_the_whole_range_work():
+    for seed in (0, 2 ** 64 - 1, -(2 ** 63)):
+        make_generator(SamplingParams(seed=seed), "cpu")
+
+
+def test_an_unusable_row_fails_alone():
+    rows = LOGITS.expand(5, -1).clone()
+    rows[1, 3] = math.nan
+    rows[2, 0] = math.inf
+    rows[3] = -math.inf
+    params = [SamplingParams(temperature=0), SamplingParams(), SamplingParams(temperature=0), SamplingParams(),
+              SamplingParams(seed=1)]
+    out = sample(rows, params, [None] * 5)
+    assert out[1] is None and out[2] is None and out[3] is None and out[0] == 0 and out[4] in range(8)
+
+
+finite = st.floats(-50, 50, allow_nan=False, width=32)
+rows = st.lists(st.one_of(finite, st.just(-math.inf)), min_size=1, max_size=40).filter(
+    lambda r: any(math.isfinite(x) for x in r))
+valid = st.builds(SamplingParams, temperature=st.one_of(st.just(0.0), st.floats(1e-7, 10)),
+                  top_p=st.floats(1e-300, 1.0, exclude_min=False), top_k=st.integers(0, 50),
+                  seed=st.integers(-(2 ** 63), 2 ** 64 - 1))
+
+
+@settings(max_examples=150, deadline=None)
+@given(row=rows, params=valid)
+@example(row=[0.0, -math.inf, 0.0, 0.0, 0.0], params=SamplingParams(temperature=1.0, top_p=0.25, seed=0))  # ties
+def test_any_valid_params_on_any_usable_row_give_an_allowed_token(row, params):
+    logits = torch.tensor(row, dtype=torch.float32)
+    token = sample(logits[None], [params], [make_generator(params, "cpu")])[0]
+    assert token is not None and math.isfinite(row[token])
+    if params.greedy:
+        assert row[token] == max(row)
+        return
+    allowed = reference(logits, params.temperature, params.top_k, params.top_p)
+    # ties: among equal probabilities at the edge of the top-k or nucleus set any may be the one kept, so a token
+    # is allowed when it is at least as likely as the least likely token of the reference set
+    p = torch.softmax(logits.double() / params.temperature, -1)
+    edge = p[allowed > 0].min()
+    assert p[token] >= edge * (1 - 1e-6) or _within_rounding(logits, params, token), (token, allowed)
+
+
+def _within_rounding(logits, params, token) -> bool:
+    """fp32 vs float64 cumulative mass: a token at the nucleus edge may be in or out by rounding."""
+    p = torch.softmax(logits.double() / params.temperature, -1)
+    before = p[p > p[token]].sum().item()
+    return abs(before - params.top_p) < 1e-5
+
+
+@settings(max_examples=200, deadline=None)
+@given(temperature=st.floats(allow_nan=True, allow_infinity=True), top_p=st.floats(allow_nan=True),
+       seed=st.one_of(st.none(), st.integers()))
+def test_params_are_valid_and_finite_or_refused(temperature, top_p, seed):
+    try:
+        p = SamplingParams(temperature=temperature, top_p=top_p, seed=seed)
+    except ValueError:
+        return
+    assert math.isfinite(p.temperature) and (p.temperature == 0 or p.temperature >= GREEDY_BELOW)
+    assert 0 < p.top_p <= 1 and (p.seed is None or -(2 ** 63) <= p.seed < 2 ** 64)
+    make_generator(p, "cpu")
+
+
+def test_studio_settings_use_the_same_ranges():
+    from studio.chat_settings import ChatSettings
+    for field, value in [("temperature", math.nan), ("top_p", math.inf), ("seed", 2 ** 70), ("seed", "7")]:
+        with pytest.raises(ValueError, match=field):
+            ChatSettings(**{field: value}).check()
+    assert ChatSettings(temperature=1e-45, top_p=1e-300).check().sampling_params().greedy
