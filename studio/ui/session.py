@@ -19,6 +19,7 @@ from studio.store.budget import summarize
 from studio.ui.documents import DocumentHandlers
 from studio.ui.page import header_html
 from studio.ui.values import DEFAULT_SETTINGS, only, radio, settings_from, settings_values, skip
+from studio.ui.versions import with_version_rows
 
 LOCAL_USER = "local"
 
@@ -51,7 +52,8 @@ class SessionHandlers(DocumentHandlers):
             return (None, [], [], radio(sessions, None), "", views_html.budget_html(budget), "", "", None)
         path = self.store.active_path(uid, sid)
         attachments = self.store.attachments(uid, sid)
-        rows, ids = views.transcript(path, attachments, show_reasoning=show_reasoning, limit=limit)
+        rows, ids = with_version_rows(*views.transcript(path, attachments, show_reasoning=show_reasoning,
+                                                        limit=limit), path)
         pending = [a for a in attachments if a["message_id"] is None]
         last = next((m for m in reversed(path) if m["role"] == "assistant"), None)
         title = self.store.get_session(uid, sid)["title"]
@@ -120,6 +122,18 @@ class SessionHandlers(DocumentHandlers):
         view = self.switch(request, sessions[0]["id"]) if sessions else self.new_chat(request)
         return (None, {"value": "Delete", "__type__": "update"}) + view
 
+    def delete_open(self, request: gr.Request, sid) -> tuple:
+        """The chat's trash button ("Delete this chat", confirmed on the page): stop its reply, delete it, open the
+        newest remaining chat. Returns (*VIEW, *settings panel)."""
+        uid = self.uid(request)
+        if sid and self._owns(uid, sid):
+            for running in self.chat.running(sid):
+                if running.user_id == uid:
+                    self.chat.stop(running)
+            self.store.delete_session(uid, sid)
+        sessions = self.store.list_sessions(uid, limit=1)
+        return self.switch(request, sessions[0]["id"]) if sessions else self.new_chat(request)
+
     def export(self, request: gr.Request, sid, fmt):
         """Write the session as Markdown or JSON to a temp file for download."""
         if not sid:
@@ -140,6 +154,8 @@ class SessionHandlers(DocumentHandlers):
         uid = self.uid(request)
         with open(path, "rb") as file:
             sid = self.store.import_json(uid, file.read())
+        title = self.store.get_session(uid, sid)["title"]
+        self.store.rename_session(uid, sid, f"{title} (imported)")  # told apart from the chat it was exported from
         return self.switch(request, sid)
 
     def share(self, request: gr.Request, sid, reasoning, documents) -> str:

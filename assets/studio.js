@@ -1,0 +1,80 @@
+// M1 Studio page behaviour Gradio has no option for (loaded in <head> by studio/ui/ui.py):
+// - accessible names: the composer, the reasoning / statistics toggles of the chat, the chat's trash button;
+// - the chat's trash button deletes the open chat, after a confirmation (its label says so);
+// - on a phone the sidebar closes after a chat is picked;
+// - body.m1-streaming while a reply streams (the composer shows Stop instead of Send): Stop and Answer now show;
+// - version links "‹ 2/3 ›" under a message (href "#m1v:<step>:<message id>") call the server through the hidden
+//   #m1-version-action textbox.
+(() => {
+  const PHONE_MAX = 700;
+
+  function nameToggles(root) {
+    root.querySelectorAll("#m1-chat .thought-group .title").forEach((title) => {
+      const text = (title.innerText || "").trim();
+      const kind = /^(Thinking|Thought)/.test(text) ? "reasoning" : "statistics";
+      const button = title.querySelector("button");
+      const open = !!title.parentElement.querySelector(".content:not([style*='display: none'])");
+      if (title.getAttribute("role") === "button" && button) {
+        title.removeAttribute("role");  // one control per toggle: the arrow button carries the name
+        title.removeAttribute("tabindex");
+      }
+      if (button) {
+        const label = `Show or hide the ${kind}: ${text.split("\n")[0]}`;
+        if (button.getAttribute("aria-label") !== label) button.setAttribute("aria-label", label);
+        button.setAttribute("aria-expanded", String(open));
+      }
+    });
+  }
+
+  function nameControls(root) {
+    const box = root.querySelector("#m1-composer textarea");
+    if (box && box.getAttribute("aria-label") !== "Message") box.setAttribute("aria-label", "Message");
+    const trash = root.querySelector("#m1-chat button[aria-label='Clear'], #m1-chat button[data-m1-trash]");
+    if (trash && trash.getAttribute("aria-label") !== "Delete this chat") {
+      trash.setAttribute("aria-label", "Delete this chat");
+      trash.setAttribute("title", "Delete this chat");
+      trash.dataset.m1Trash = "1";
+    }
+    const stop = root.querySelector("#m1-composer .stop-button");
+    const streaming = !!(stop && stop.offsetParent !== null);
+    document.body.classList.toggle("m1-streaming", streaming);
+  }
+
+  let queued = false;
+  function refresh() {
+    queued = false;
+    nameControls(document);
+    nameToggles(document);
+  }
+  new MutationObserver(() => {
+    if (!queued) { queued = true; requestAnimationFrame(refresh); }
+  }).observe(document.documentElement, { childList: true, subtree: true, attributes: true,
+                                         attributeFilter: ["style", "class"] });
+
+  document.addEventListener("click", (event) => {
+    const trash = event.target.closest("#m1-chat button[data-m1-trash]");
+    if (trash && !window.confirm("Delete this chat? Its messages and documents are removed.")) {
+      event.preventDefault();
+      event.stopImmediatePropagation();
+      return;
+    }
+    const version = event.target.closest("#m1-chat a[href^='#m1v:']");
+    if (version) {
+      event.preventDefault();
+      event.stopImmediatePropagation();
+      const box = document.querySelector("#m1-version-action textarea, #m1-version-action input");
+      if (box) {
+        box.value = version.getAttribute("href").slice(1) + ":" + Date.now();
+        box.dispatchEvent(new Event("input", { bubbles: true }));
+      }
+      return;
+    }
+    const picked = event.target.closest("#m1-sessions label");
+    if (picked && window.innerWidth < PHONE_MAX) {
+      setTimeout(() => {
+        const toggle = document.querySelector("#m1-sidebar.open .toggle-button, .sidebar.open .toggle-button");
+        if (toggle) toggle.click();
+      }, 150);
+    }
+  }, true);
+})();
