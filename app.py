@@ -19,9 +19,9 @@ DEFAULT_MODEL = ROOT / "data" / "models" / "m1-tiny"
 def parse_args(argv=None) -> argparse.Namespace:
     """The command line (cheap: nothing heavy is imported before parsing)."""
     ap = argparse.ArgumentParser(description="M1 Studio: chat studio + OpenAI-compatible API for MiniMax-M1.")
-    ap.add_argument("--model", default=str(DEFAULT_MODEL),
+    ap.add_argument("--model", default=None,
                     help="checkpoint directory or hub id (e.g. MiniMaxAI/MiniMax-M1-80k; default: the tiny "
-                         "random-weights model, written there on first run)")
+                         "random-weights model, written to DATA_DIR/models/m1-tiny on first run)")
     ap.add_argument("--model-source", default="auto", choices=["auto", "local", "huggingface", "modelscope"])
     ap.add_argument("--served-model-name", help="model name for API clients (default: the directory's name)")
     ap.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to listen on all interfaces)")
@@ -35,6 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--share", action="store_true", help="public Gradio share link for the studio")
     ap.add_argument("--root-path", default="", help="URL prefix when served behind a reverse proxy")
     ap.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    ap.add_argument("--no-access-log", action="store_true", help="no log line per HTTP request")
     engine = ap.add_argument_group("engine")
     engine.add_argument("--backend", default="m1", choices=["m1", "transformers", "vllm"],
                         help="m1: our engine (state reuse, thinking budget); transformers / vllm: the seed's two "
@@ -45,6 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="context window in tokens (default: the model's, 65,536 on CPU)")
     engine.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
     engine.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
+    engine.add_argument("--state-disk-gb", type=float, default=8.0,
+                        help="disk tier of the saved model states, under DATA_DIR/states, kept across restarts "
+                             "(size cap in GB; 0 disables it)")
     return ap.parse_args(argv)
 
 
@@ -70,11 +74,13 @@ def ensure_tiny_model(path: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def resolve_checkpoint(model: str, source: str) -> str:
-    """The local directory for --model: the tiny default (written if missing), a directory, or a hub download."""
-    if Path(model).resolve() == DEFAULT_MODEL:
-        ensure_tiny_model(DEFAULT_MODEL)
-        return str(DEFAULT_MODEL)
+def resolve_checkpoint(model: str | None, source: str, data_dir: str = str(ROOT / "data")) -> str:
+    """The local directory for --model: the tiny default (written under data_dir if missing), a directory, or a hub
+    download."""
+    if model is None or Path(model).resolve() == DEFAULT_MODEL:
+        tiny = Path(data_dir).resolve() / "models" / "m1-tiny"
+        ensure_tiny_model(tiny)
+        return str(tiny)
     if Path(model).is_dir():
         return model
     from engine.model.sources import resolve_model
@@ -114,12 +120,34 @@ def load_engine(args: argparse.Namespace):
     dtype = None if args.dtype == "auto" else args.dtype
     if args.backend != "m1":
         return load_other_backend(args, dtype)
-    llm = LLMEngine(args.model, device=args.device, dtype=dtype, args=EngineArgs(max_model_len=args.max_model_len),
+    llm = LLMEngine(args.model, device=args.device, dtype=dtype, args=engine_args(args, EngineArgs),
                     progress=progress, tensor_parallel_size=args.tensor_parallel_size,
                     quantization=args.quantization)
     print(f"model loaded in {time.perf_counter() - start:.1f} s on {llm.device} ({str(llm.dtype).split('.')[-1]}), "
           f"context window {llm.max_model_len:,} tokens", flush=True)
+    if llm.states_refused:
+        print(f"saved model states in {llm.args.disk_state_dir} refused: {llm.states_refused}", flush=True)
+    elif llm.args.disk_state_bytes:
+        print(f"saved model states: {llm.states_restored} restored from {llm.args.disk_state_dir}", flush=True)
     return AsyncEngine(llm)
+
+
+def engine_args(args: argparse.Namespace, engine_args_cls):
+    """EngineArgs from the flags: the window, and the disk tier of saved states under --data-dir (--state-disk-gb)."""
+    disk_bytes = int(max(args.state_disk_gb, 0) * (1 << 30))
+    return engine_args_cls(max_model_len=args.max_model_len, disk_state_bytes=disk_bytes,
+                           disk_state_dir=str(Path(args.data_dir) / "states") if disk_bytes else None)
+
+
+def access_log_config(app_level: str) -> dict:
+    """uvicorn's logging with one access line per request at INFO, whatever the app's --log-level."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["uvicorn.access"]["level"] = "INFO"
+    config["loggers"]["uvicorn.error"] = {"level": app_level.upper()}
+    return config
 
 
 def load_other_backend(args: argparse.Namespace, dtype):
@@ -145,7 +173,7 @@ def main(argv=None) -> int:
     """Parse flags, load the model, serve until interrupted."""
     args = parse_args(argv)
     try:
-        args.model = resolve_checkpoint(args.model, args.model_source)
+        args.model = resolve_checkpoint(args.model, args.model_source, args.data_dir)
     except Exception as exc:  # noqa: BLE001 - a missing path or a failed download ends here, said plainly
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
@@ -173,7 +201,8 @@ def main(argv=None) -> int:
     if args.share:
         threading.Thread(target=share_link, args=(args.host, args.port, args.root_path), daemon=True).start()
     try:
-        uvicorn.run(app, host=args.host, port=args.port, root_path=args.root_path, log_level=args.log_level)
+        uvicorn.run(app, host=args.host, port=args.port, root_path=args.root_path, log_level=args.log_level,
+                    access_log=not args.no_access_log, log_config=access_log_config(args.log_level))
     finally:
         engine.shutdown()
         engine.engine.close()

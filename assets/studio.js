@@ -26,6 +26,14 @@
     });
   }
 
+  function nameVersionLinks(root) {
+    root.querySelectorAll("#m1-chat a[href^='#m1v:']").forEach((link) => {
+      const label = link.getAttribute("href").startsWith("#m1v:-1:") ? "Previous version" : "Next version";
+      if (link.getAttribute("aria-label") !== label) link.setAttribute("aria-label", label);
+      link.removeAttribute("target");
+    });
+  }
+
   function nameControls(root) {
     const box = root.querySelector("#m1-composer textarea");
     if (box && box.getAttribute("aria-label") !== "Message") box.setAttribute("aria-label", "Message");
@@ -45,6 +53,7 @@
     queued = false;
     nameControls(document);
     nameToggles(document);
+    nameVersionLinks(document);
   }
   new MutationObserver(() => {
     if (!queued) { queued = true; requestAnimationFrame(refresh); }

@@ -105,7 +105,7 @@ def build_ui(services) -> gr.Blocks:
             clear_docs = gr.Button("Remove attachments", size="sm", elem_id="m1-clear-docs", scale=0)
         queued = gr.HTML("", elem_id="m1-queued")
         composer = gr.MultimodalTextbox(elem_id="m1-composer", file_types=FILE_TYPES, file_count="multiple",
-                                        placeholder="Message M1, or attach documents…", label="Message",
+                                        placeholder="Message M1 or attach files…", label="Message",
                                         show_label=False, submit_btn=True, stop_btn=False, autofocus=True,
                                         max_lines=12)
         error = gr.HTML("", elem_id="m1-error")
