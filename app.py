@@ -140,7 +140,7 @@ def engine_args(args: argparse.Namespace, engine_args_cls):
 
 
 def access_log_config(app_level: str) -> dict:
-    """uvicorn's logging with one access line per request at INFO, whatever the app's --log-level."""
+    """uvicorn's logging at the app's --log-level, with one access line per request (uvicorn.access at INFO)."""
     import copy
 
     from uvicorn.config import LOGGING_CONFIG
@@ -196,18 +196,47 @@ def main(argv=None) -> int:
     config.uploads_dir.mkdir(parents=True, exist_ok=True)
     store = SessionStore(Path(args.data_dir) / "sessions.db")
     app = build_app(engine, store, config)
+    close = closer(engine, store)
+    close_on_shutdown(app, close)  # uvicorn re-raises SIGTERM after its shutdown: `finally` alone never ran
     url = f"http://{'localhost' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}{args.root_path}"
     print(f"M1 Studio: {url}/   API: {url}/v1   (model name: {config.model_name})", flush=True)
     if args.share:
         threading.Thread(target=share_link, args=(args.host, args.port, args.root_path), daemon=True).start()
     try:
-        uvicorn.run(app, host=args.host, port=args.port, root_path=args.root_path, log_level=args.log_level,
+        uvicorn.run(app, host=args.host, port=args.port, root_path=args.root_path, log_level=None,
                     access_log=not args.no_access_log, log_config=access_log_config(args.log_level))
     finally:
+        close()
+    return 0
+
+
+def close_on_shutdown(app, close) -> None:
+    """Run close() when the app's lifespan ends (uvicorn's graceful shutdown, e.g. on SIGTERM)."""
+    import contextlib
+
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(scope_app):
+        async with inner(scope_app) as state:
+            yield state
+        close()
+    app.router.lifespan_context = lifespan
+
+
+def closer(engine, store):
+    """Stop the engine (its disk tier saves the kept states), then close the store; runs once however called."""
+    done = []
+
+    def close() -> None:
+        if done:
+            return
+        done.append(True)
         engine.shutdown()
         engine.engine.close()
         store.close()
-    return 0
+        print("M1 Studio stopped: engine and store closed", flush=True)
+    return close
 
 
 if __name__ == "__main__":
