@@ -48,12 +48,45 @@
     document.body.classList.toggle("m1-streaming", streaming);
   }
 
+  // the open chat's menu: a "⋯" button on its row in the list opens "This chat" (rename, export, import, delete)
+  // and the share panel
+  function placeMenu(root) {
+    const list = root.querySelector("#m1-sessions");
+    if (!list) return;
+    let button = list.querySelector(":scope > .m1-chat-menu");
+    const selected = list.querySelector("label.selected");
+    if (!button) {
+      button = document.createElement("button");
+      button.type = "button";
+      button.className = "m1-chat-menu";
+      button.setAttribute("aria-label", "Chat menu: rename, export, share, delete");
+      button.title = "Rename, export, share or delete this chat";
+      button.innerHTML = '<svg viewBox="0 0 24 24" width="16" height="16" aria-hidden="true" focusable="false">' +
+        '<circle cx="5" cy="12" r="2" fill="currentColor"/><circle cx="12" cy="12" r="2" fill="currentColor"/>' +
+        '<circle cx="19" cy="12" r="2" fill="currentColor"/></svg>';
+      list.appendChild(button);
+    }
+    button.hidden = !selected;
+    if (selected) {
+      const top = selected.offsetTop + (selected.offsetHeight - 28) / 2;
+      if (button.style.top !== top + "px") button.style.top = top + "px";
+    }
+  }
+
+  function openPanel(id) {
+    const panel = document.querySelector(id);
+    if (!panel) return;
+    const toggle = panel.querySelector("button.label-wrap, .label-wrap");
+    if (toggle && !toggle.classList.contains("open")) toggle.click();
+  }
+
   let queued = false;
   function refresh() {
     queued = false;
     nameControls(document);
     nameToggles(document);
     nameVersionLinks(document);
+    placeMenu(document);
   }
   new MutationObserver(() => {
     if (!queued) { queued = true; requestAnimationFrame(refresh); }
@@ -61,6 +94,16 @@
                                          attributeFilter: ["style", "class"] });
 
   document.addEventListener("click", (event) => {
+    if (event.target.closest("#m1-sessions .m1-chat-menu")) {
+      event.preventDefault();
+      openPanel("#m1-this-chat");
+      openPanel("#m1-share");
+      setTimeout(() => {
+        const title = document.querySelector("#m1-title textarea, #m1-title input");
+        if (title) { title.scrollIntoView({ block: "nearest" }); title.focus(); }
+      }, 150);
+      return;
+    }
     const trash = event.target.closest("#m1-chat button[data-m1-trash]");
     if (trash && !window.confirm("Delete this chat? Its messages and documents are removed.")) {
       event.preventDefault();
@@ -78,7 +121,7 @@
       }
       return;
     }
-    const picked = event.target.closest("#m1-sessions label");
+    const picked = event.target.closest("#m1-sessions label, #m1-new");
     if (picked && window.innerWidth < PHONE_MAX) {
       setTimeout(() => {
         const toggle = document.querySelector("#m1-sidebar.open .toggle-button, .sidebar.open .toggle-button");

@@ -146,7 +146,16 @@ def phone(browser, server):
     context.close()
 
 
+def _phone_sidebar(page, want_open: bool) -> None:
+    """On a phone-sized page the sidebar covers the chat: open or close it."""
+    if page.viewport_size["width"] >= 700 or bool(page.locator("#m1-sidebar.open").count()) == want_open:
+        return
+    page.locator("#m1-sidebar .toggle-button").click()
+    page.locator("#m1-sidebar.open").wait_for(state="attached" if want_open else "detached")
+
+
 def open_settings(page) -> None:
+    _phone_sidebar(page, True)
     settings = page.locator("#m1-settings")
     if not settings.locator("#m1-max-tokens").is_visible():
         settings.get_by_text("Settings").first.click()
@@ -157,6 +166,7 @@ def close_settings(page) -> None:
     settings = page.locator("#m1-settings")
     if settings.locator("#m1-max-tokens").is_visible():
         settings.get_by_text("Settings").first.click()
+    _phone_sidebar(page, False)
 
 
 def set_limits(page, max_tokens: int, thinking_budget: int) -> None:

@@ -16,12 +16,6 @@ from tests.browser_fixtures import (ROOT, UI_TIMEOUT_MS, browser, http_get as _g
                                     stop_server as _stop_server, wait_finished)
 
 
-def wait_version(page, label: str, timeout_ms: int = UI_TIMEOUT_MS) -> None:
-    """Until the version bar under the chat reads `label` (e.g. "Reply · version 2 of 2")."""
-    page.wait_for_function("label => document.querySelector('#m1-version').innerText.includes(label)", arg=label,
-                           timeout=timeout_ms)
-
-
 def test_chat_streams_reasoning_then_answer(page, server):
     set_limits(page, max_tokens=160, thinking_budget=48)
     send(page, "Hello M1, what is 2+2?")
@@ -71,22 +65,23 @@ def test_regenerate_and_edit_make_versions_to_navigate(page):
     set_limits(page, max_tokens=48, thinking_budget=16)
     send(page, "Version me")
     wait_finished(page)
-    wait_version(page, "Reply · version 1 of 1")
+    chat = page.locator("#m1-chat")
     page.locator("#m1-regenerate").click()
-    wait_version(page, "version 2 of 2", 60_000)
-    page.locator("#m1-prev").click()
-    wait_version(page, "version 1 of 2")
+    chat.get_by_text("2/2").wait_for(timeout=60_000)  # "‹ 2/2 ›" under the reply
+    wait_finished(page)
+    chat.get_by_role("link", name="Previous version").click()
+    chat.get_by_text("1/2").wait_for()
     page.locator("#m1-chat .user-row").first.hover()
     page.locator("#m1-chat button[aria-label=Edit]").first.click()
     page.locator("#m1-chat textarea").first.fill("Version me, edited")
     page.evaluate("window.__m1_turns = 0")
     page.locator("#m1-chat button[aria-label=Submit]").first.click()
-    wait_version(page, "Reply · version 1 of 1", 60_000)  # the new reply was saved (before: reply 1 of 2)
+    chat.get_by_text("Version me, edited").wait_for(timeout=60_000)
     wait_finished(page)
-    page.locator("#m1-chat .user-row").first.click()
-    wait_version(page, "Message · version 2 of 2")
-    page.locator("#m1-prev").click()
-    page.locator("#m1-chat").get_by_text("Version me", exact=True).wait_for()
+    chat.get_by_text("2/2").wait_for()  # now under the user message (the new reply has one version: no links)
+    assert chat.get_by_role("link", name="Previous version").count() == 1
+    chat.get_by_role("link", name="Previous version").click()
+    chat.get_by_text("Version me", exact=True).wait_for()
 
 
 def test_over_the_window_is_refused_before_sending(page):
@@ -115,21 +110,18 @@ def test_reload_finds_the_sessions_in_the_sidebar(page):
 def test_export_json_then_import_makes_a_copy(page, tmp_path):
     page.locator("#m1-this-chat").get_by_text("This chat").click()
     title = page.locator("#m1-title textarea, #m1-title input").first.input_value()
-    page.locator("#m1-export-json").click()
-    link = page.locator("#m1-download a").first
-    link.wait_for()
     with page.expect_download() as download:
-        link.click()
+        page.locator("#m1-export-json").click()  # one step: the file downloads
     exported = tmp_path / "exported.json"
     download.value.save_as(exported)
     assert json.loads(exported.read_text())["session"]["title"] == title
-    copies = page.locator("#m1-sessions").get_by_text(title, exact=True)
+    copies = page.locator("#m1-sessions").get_by_text(title + " (imported)", exact=True)
     before = copies.count()
     with page.expect_file_chooser() as chooser:
         page.locator("#m1-import").click()
     chooser.value.set_files(str(exported))
     page.wait_for_function("([title, n]) => [...document.querySelectorAll('#m1-sessions label')]"
-                           ".filter(l => l.innerText.trim() === title).length > n", arg=[title, before])
+                           ".filter(l => l.innerText.trim() === title).length > n", arg=[title + " (imported)", before])
     page.locator("#m1-this-chat").get_by_text("This chat").click()
 
 

@@ -8,14 +8,26 @@ One server for the module; every test opens its own browser context and its own 
 """
 import re
 
-from tests.browser_fixtures import (PHONE, axe_serious, browser, fresh_page, open_page, phone, send,  # noqa: F401
-                                    server, set_limits, wait_finished)
+from tests.browser_fixtures import (PHONE, axe_serious, browser, fresh_page, open_page, open_settings, phone,  # noqa: F401
+                                    send, server, set_limits, wait_finished)
 
-EMOJI = re.compile("[\u2190-\u21ff\u2300-\u23ff\u25a0-\u25ff\u2600-\u27bf\u2b00-\u2bff\U0001f000-\U0001faff]")
+# emoji and the symbols the page used as icons (⏭ ⏹ ⏱ ⚠ ♻ ↻ ◀ ▶ ■ 📎); Gradio's own accordion arrow ▼ is a font glyph
+EMOJI = re.compile("[\u21bb\u25a0\u25b6\u25c0\u2300-\u23ff\u2600-\u27bf\U0001f000-\U0001faff]")
+
+
+def new_chat(page) -> None:
+    """Click "+ New chat" (on a phone, open the sidebar first; it closes again by itself)."""
+    phone = page.viewport_size["width"] < 700
+    if phone and not page.locator("#m1-sidebar.open").count():
+        page.locator("#m1-sidebar .toggle-button").click()
+        page.locator("#m1-sidebar.open").wait_for()
+    page.locator("#m1-new").click()
+    if phone:
+        page.locator("#m1-sidebar.open").wait_for(state="detached")  # it closes by itself
 
 
 def new_chat_with_reply(page, text: str, max_tokens: int = 24, thinking_budget: int = 8) -> None:
-    page.locator("#m1-new").click()
+    new_chat(page)
     page.wait_for_function("() => !document.querySelector('#m1-chat .message-row')")
     set_limits(page, max_tokens=max_tokens, thinking_budget=thinking_budget)
     send(page, text)
@@ -56,7 +68,7 @@ def test_send_xor_stop_and_a_message_sent_while_streaming_is_queued(fresh_page, 
     composer.locator(".stop-button").click()  # the first reply stops; the queued message goes out
     page.locator("#m1-chat").get_by_text("A queued follow-up").wait_for(timeout=60_000)
     page.wait_for_function("() => !document.querySelector('#m1-queued .m1-queued')")
-    composer.locator(".stop-button").wait_for()
+    page.locator("#m1-chat").get_by_text("Thinking…").first.wait_for()  # the follow-up's reply has begun
     composer.locator(".stop-button").click()
     composer.locator(".submit-button").wait_for()
     chat = page.locator("#m1-chat")
@@ -158,3 +170,50 @@ def test_phone_layout(phone, server):
     page.locator("#m1-sidebar.open").wait_for()
     page.locator("#m1-sessions").get_by_text("Phone chat one").click()
     page.wait_for_function("() => !document.querySelector('#m1-sidebar.open')")  # closed after picking a chat
+
+
+def test_defaults_for_new_chats_are_stored_and_overrides_marked(browser, server):
+    context, page = open_page(browser, server)
+    new_chat(page)
+    open_settings(page)
+    note = page.locator("#m1-overrides")
+    note.get_by_text("This chat uses your defaults").wait_for()
+    system = page.locator("#m1-settings textarea").first
+    system.fill("You are terse.")  # edited by hand: the preset radio follows
+    page.locator("#m1-settings").get_by_label("Custom").wait_for()
+    page.wait_for_function("() => document.querySelector('#m1-settings input[value=Custom]').checked")
+    note.get_by_text("differs from your defaults").wait_for()
+    assert "System prompt" in note.inner_text()
+    box = page.locator("#m1-max-tokens input[type=number]")
+    box.fill("96")
+    box.press("Enter")
+    page.locator("#m1-save-defaults").click()
+    note.get_by_text("This chat uses your defaults").wait_for()
+    context.close()
+    context, page = open_page(browser, server)  # another visit: a new chat starts from the stored defaults
+    new_chat(page)
+    open_settings(page)
+    page.wait_for_function("() => document.querySelector('#m1-max-tokens input[type=number]').value === '96'")
+    assert page.locator("#m1-settings textarea").first.input_value() == "You are terse."
+    page.locator("#m1-overrides").get_by_text("This chat uses your defaults").wait_for()
+    page.locator("#m1-settings").get_by_label("General").check()  # a per-chat override, marked as such
+    page.locator("#m1-overrides").get_by_text("differs from your defaults").wait_for()
+    page.locator("#m1-use-defaults").click()
+    page.locator("#m1-overrides").get_by_text("This chat uses your defaults").wait_for()
+    context.close()
+
+
+def test_chat_menu_on_the_open_chat_in_the_list(fresh_page):
+    page = fresh_page
+    new_chat_with_reply(page, "Menu chat")
+    menu = page.get_by_role("button", name=re.compile("Chat menu"))
+    menu.wait_for()
+    selected = page.locator("#m1-sessions label.selected").bounding_box()
+    box = menu.bounding_box()
+    assert selected["y"] <= box["y"] and box["y"] + box["height"] <= selected["y"] + selected["height"] + 1
+    menu.click()
+    title = page.locator("#m1-title textarea, #m1-title input").first
+    title.wait_for()
+    assert title.input_value() == "Menu chat"
+    for name in ("#m1-rename", "#m1-export-md", "#m1-export-json", "#m1-delete", "#m1-share-create"):
+        assert page.locator(name).is_visible()

@@ -75,7 +75,7 @@ class SessionHandlers(DocumentHandlers):
         if sid is None:
             sessions = self.store.list_sessions(uid, limit=1)
             sid = sessions[0]["id"] if sessions else None
-        settings = self.chat.settings(uid, sid) if sid else ChatSettings()
+        settings = self.chat.settings(uid, sid) if sid else self.defaults_for(uid)
         return self.view(uid, sid, settings=settings) + settings_values(settings) + (self._whoami(request),)
 
     def switch(self, request: gr.Request, sid) -> tuple:
@@ -84,9 +84,15 @@ class SessionHandlers(DocumentHandlers):
         settings = self.chat.settings(uid, sid)
         return self.view(uid, sid, settings=settings) + settings_values(settings)
 
+    def defaults_for(self, uid: int) -> ChatSettings:
+        """Settings of a new chat of this user (studio/ui/defaults.py puts the user's stored defaults here)."""
+        return settings_from(*DEFAULT_SETTINGS)
+
     def new_chat(self, request: gr.Request) -> tuple:
-        """An empty view; the session is created with the first message or document."""
-        return self.view(self.uid(request), None) + DEFAULT_SETTINGS
+        """An empty view with the user's defaults; the session is created with the first message or document."""
+        uid = self.uid(request)
+        settings = self.defaults_for(uid)
+        return self.view(uid, None, settings=settings) + settings_values(settings)
 
     def refresh(self, request: gr.Request, sid, show_reasoning, limit, *settings_panel) -> tuple:
         """Re-render the view (e.g. 'Load earlier thinking' or 'Show earlier')."""

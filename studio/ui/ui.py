@@ -15,6 +15,7 @@ import gradio as gr
 from studio.ui import views
 from studio.chat_settings import MAX_OUTPUT_TOKENS, SYSTEM_PRESETS
 from studio.ui.chat import ChatHandlers
+from studio.ui.defaults import DefaultsHandlers, preset_of
 from studio.ui.icons import icon_path
 from studio.ui.queue import SendQueue
 from studio.ui.page import add_share_route, header_html, theme
@@ -38,6 +39,8 @@ LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": 
 def build_ui(services) -> gr.Blocks:
     """The studio Blocks for these services (not launched; see mount_ui)."""
     sessions = SessionHandlers(services)
+    defaults = DefaultsHandlers(services, sessions)
+    sessions.defaults_for = defaults.settings_for  # new chats start from the user's stored defaults
     chat = ChatHandlers(services, sessions)
     engine_slots = getattr(services, "concurrency", None) or 4
     with gr.Blocks(title="M1 Studio", fill_height=True, analytics_enabled=False) as demo:
@@ -67,6 +70,7 @@ def build_ui(services) -> gr.Blocks:
                     revoke = gr.Button("Revoke", size="sm", elem_id="m1-share-revoke")
                 share_link = gr.Textbox(label="Link", interactive=False, elem_id="m1-share-url", buttons=["copy"])
             with gr.Accordion("Settings", open=False, elem_id="m1-settings"):
+                overrides_note = gr.HTML("", elem_id="m1-overrides")
                 preset = gr.Radio(list(SYSTEM_PRESETS) + ["Custom"], value=DEFAULT_SETTINGS[0],
                                   label="System prompt preset")
                 system = gr.Textbox(DEFAULT_SETTINGS[1], label="System prompt", lines=3, max_lines=8)
@@ -78,6 +82,10 @@ def build_ui(services) -> gr.Blocks:
                                             label="Thinking budget (tokens, 0 = unlimited)",
                                             elem_id="m1-thinking-budget")
                 replay = gr.Checkbox(DEFAULT_SETTINGS[6], label="Replay earlier thinking to the model")
+                with gr.Row():
+                    save_defaults = gr.Button("Save as my defaults for new chats", size="sm",
+                                              elem_id="m1-save-defaults")
+                    use_defaults = gr.Button("Use my defaults here", size="sm", elem_id="m1-use-defaults")
         whoami = gr.HTML(header_html(""), elem_id="m1-top")
         gr.HTML(views.banner_html(random_weights=getattr(services, "random_weights", False),
                                   state_reuse=getattr(services, "state_reuse", True),
@@ -135,6 +143,11 @@ def build_ui(services) -> gr.Blocks:
         share.click(sessions.share, [session_id, share_reasoning, share_documents], [share_link], **quick)
         revoke.click(sessions.revoke, [session_id], [share_link], **quick)
         preset.input(lambda name: SYSTEM_PRESETS.get(name, ""), [preset], [system], **quick)
+        system.change(preset_of, [system], [preset], **quick)  # edited by hand: the preset becomes "Custom"
+        for control in panel:  # the note says which settings are this chat's own
+            control.change(defaults.note, panel, [overrides_note], trigger_mode="always_last", **quick)
+        save_defaults.click(defaults.save, panel, [overrides_note], **quick)
+        use_defaults.click(defaults.reset, None, panel, **quick)
         for control in (system, max_tokens):
             control.change(sessions.meter, [session_id] + panel, [meter], trigger_mode="always_last", **quick)
 
@@ -156,7 +169,7 @@ def build_ui(services) -> gr.Blocks:
             trigger(chat.stop, [session_id], None, concurrency_limit=None, **quick)
         answer_now.click(chat.answer_now, [session_id], None, concurrency_limit=None, **quick)
         chatbot.select(chat.select, [row_ids], [selected, version], **quick)
-        version_action.input(chat.version_at, [session_id, version_action] + turn, [selected] + view, **quick)
+        version_action.change(chat.version_at, [session_id, version_action] + turn, [selected] + view, **quick)
     demo.queue(default_concurrency_limit=8)
     return demo
 
