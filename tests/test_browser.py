@@ -197,6 +197,14 @@ def test_two_users_see_only_their_own_sessions(browser, tmp_path_factory):
         _stop_server(proc)
 
 
+def _stop_if_streaming(page) -> None:
+    """The composer's Stop (shown instead of Send while a reply streams), if the reply is still running."""
+    stop = page.locator("#m1-composer .stop-button")
+    if stop.is_visible():
+        stop.click()
+        page.locator("#m1-composer .submit-button").wait_for()
+
+
 @pytest.mark.skipif(not os.environ.get("M1_SCREENSHOTS"), reason="set M1_SCREENSHOTS=1 to refresh assets/screenshots")
 def test_screenshots(page, browser, server, tmp_path):
     """A conversation with a document, a collapsed reasoning panel and one still thinking (open), desktop + phone."""
@@ -218,7 +226,7 @@ def test_screenshots(page, browser, server, tmp_path):
     page.wait_for_function("() => [...document.querySelectorAll('#m1-chat .thought-group')].pop()"
                            "?.innerText.split('\\n').length > 3")  # some thinking text on screen
     page.screenshot(path=str(out / "desktop.png"))
-    page.locator("#m1-stop").click()
+    _stop_if_streaming(page)
     phone_context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     phone = phone_context.new_page()
     phone.set_default_timeout(UI_TIMEOUT_MS)
@@ -228,7 +236,7 @@ def test_screenshots(page, browser, server, tmp_path):
     phone.locator("#m1-chat").get_by_text("Thinking…").first.wait_for()
     phone.wait_for_timeout(1000)
     phone.screenshot(path=str(out / "phone.png"))
-    phone.locator("#m1-stop").click()
+    _stop_if_streaming(phone)
     phone_context.close()
 
 
