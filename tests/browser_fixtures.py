@@ -169,10 +169,12 @@ def close_settings(page) -> None:
     _phone_sidebar(page, False)
 
 
-def set_limits(page, max_tokens: int, thinking_budget: int) -> None:
-    """Open Settings and set max output tokens and the thinking budget (small: the tiny model is slow on CPU)."""
+def set_limits(page, max_tokens: int, thinking_budget: int, temperature: float | None = None) -> None:
+    """Open Settings and set max output tokens and the thinking budget (small: the tiny model is slow on CPU), and
+    the temperature if given (0: greedy, so the random-weights model's reply cannot end early by chance)."""
     open_settings(page)
-    for elem_id, value in (("#m1-max-tokens", max_tokens), ("#m1-thinking-budget", thinking_budget)):
+    values = [("#m1-max-tokens", max_tokens), ("#m1-thinking-budget", thinking_budget)]
+    for elem_id, value in values + ([("#m1-temperature", temperature)] if temperature is not None else []):
         box = page.locator(f"{elem_id} input[type=number]")
         box.fill(str(value))
         box.press("Enter")
@@ -187,6 +189,13 @@ def send(page, text: str) -> None:
     box = page.locator("#m1-composer textarea")
     box.fill(text)
     box.press("Enter")
+
+
+def stop_if_streaming(page) -> None:
+    """Press the composer's Stop if a reply still streams (a failed test must not leave the engine busy)."""
+    stop = page.locator("#m1-composer .stop-button")
+    if stop.is_visible():
+        stop.click()
 
 
 def wait_finished(page, timeout_ms: int = 150_000) -> None:

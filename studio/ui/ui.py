@@ -74,7 +74,8 @@ def build_ui(services) -> gr.Blocks:
                 preset = gr.Radio(list(SYSTEM_PRESETS) + ["Custom"], value=DEFAULT_SETTINGS[0],
                                   label="System prompt preset")
                 system = gr.Textbox(DEFAULT_SETTINGS[1], label="System prompt", lines=3, max_lines=8)
-                temperature = gr.Slider(0, 2, DEFAULT_SETTINGS[2], step=0.05, label="Temperature")
+                temperature = gr.Slider(0, 2, DEFAULT_SETTINGS[2], step=0.05, label="Temperature",
+                                        elem_id="m1-temperature")
                 top_p = gr.Slider(0.05, 1, DEFAULT_SETTINGS[3], step=0.01, label="Top-p")
                 max_tokens = gr.Slider(16, MAX_OUTPUT_TOKENS, DEFAULT_SETTINGS[4], step=16, elem_id="m1-max-tokens",
                                        label="Max output tokens (reserved in the window)")
