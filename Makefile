@@ -8,18 +8,26 @@ STAMP := $(VENV)/.installed
 venv: $(STAMP)
 
 $(STAMP): requirements.txt
+	@echo "make venv: creating $(VENV) and installing requirements.txt (the first time takes ~2 minutes) ..."
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -r requirements.txt
 	touch $(STAMP)
+	@echo "make venv: done"
 
 run: venv
 	$(PY) app.py $(ARGS)
 
-# Browser tests drive Debian's Chromium through Playwright; install it when missing (root on CI).
+# Browser tests drive Debian's Chromium through Playwright; install it when missing (root on CI). A browser that
+# cannot be installed stops here: on CI (CI=true) the browser tests fail without it. M1_SKIP_BROWSER=1 skips them.
 browser:
-	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
-	  || echo "!!! could not install Debian chromium: browser tests will be SKIPPED !!!"
+	@if [ "$$M1_SKIP_BROWSER" = 1 ]; then echo "M1_SKIP_BROWSER=1: browser tests will be skipped"; \
+	elif ! command -v chromium >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium for the browser tests (apt-get install chromium) ..."; \
+	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || { \
+	    echo "!!! could not install Debian's chromium: run 'apt-get install -y chromium' as root," \
+	         "or set M1_SKIP_BROWSER=1 to skip the browser tests !!!" >&2; exit 1; }; \
+	fi
 
 test: venv browser
 	$(PY) -m pytest -q $(ARGS)

@@ -20,9 +20,9 @@ DEFAULT_MODEL = ROOT / "data" / "models" / "m1-tiny"
 def parse_args(argv=None) -> argparse.Namespace:
     """The command line (cheap: nothing heavy is imported before parsing)."""
     ap = argparse.ArgumentParser(description="M1 Studio: chat studio + OpenAI-compatible API for MiniMax-M1.")
-    ap.add_argument("--model", default=str(DEFAULT_MODEL),
+    ap.add_argument("--model", default=None,
                     help="checkpoint directory or hub id (e.g. MiniMaxAI/MiniMax-M1-80k; default: the tiny "
-                         "random-weights model, written there on first run)")
+                         "random-weights model, written to DATA_DIR/models/m1-tiny on first run)")
     ap.add_argument("--model-source", default="auto", choices=["auto", "local", "huggingface", "modelscope"])
     ap.add_argument("--served-model-name", help="model name for API clients (default: the directory's name)")
     ap.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to listen on all interfaces)")
@@ -46,6 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--tools", default="", type=_tool_names, metavar="NAMES",
                     help="built-in tools the studio offers the model, comma-separated: calculator, documents")
     ap.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    ap.add_argument("--no-access-log", action="store_true", help="no log line per HTTP request")
     engine = ap.add_argument_group("engine")
     engine.add_argument("--backend", default="m1", choices=["m1", "transformers", "vllm"],
                         help="m1: our engine (state reuse, thinking budget); transformers / vllm: the seed's two "
@@ -59,6 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     engine.add_argument("--max-num-seqs", type=int, default=32, help="requests run at once (more wait)")
     engine.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
     engine.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
+    engine.add_argument("--state-disk-gb", type=float, default=8.0,
+                        help="disk tier of the saved model states, under DATA_DIR/states, kept across restarts "
+                             "(size cap in GB; 0 disables it)")
     engine.add_argument("--state-dir", default=None,
                         help="also save session states here (storage every replica reads): a session that moves to "
                              "another replica, or comes back after a restart, restores instead of re-reading")
@@ -107,11 +111,13 @@ def ensure_tiny_model(path: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def resolve_checkpoint(model: str, source: str) -> str:
-    """The local directory for --model: the tiny default (written if missing), a directory, or a hub download."""
-    if Path(model).resolve() == DEFAULT_MODEL:
-        ensure_tiny_model(DEFAULT_MODEL)
-        return str(DEFAULT_MODEL)
+def resolve_checkpoint(model: str | None, source: str, data_dir: str = str(ROOT / "data")) -> str:
+    """The local directory for --model: the tiny default (written under data_dir if missing), a directory, or a hub
+    download."""
+    if model is None or Path(model).resolve() == DEFAULT_MODEL:
+        tiny = Path(data_dir).resolve() / "models" / "m1-tiny"
+        ensure_tiny_model(tiny)
+        return str(tiny)
     if Path(model).is_dir():
         return model
     from engine.model.sources import resolve_model
@@ -151,15 +157,17 @@ def load_engine(args: argparse.Namespace):
     dtype = None if args.dtype == "auto" else args.dtype
     if args.backend != "m1":
         return load_other_backend(args, dtype)
-    engine_args = {"max_model_len": args.max_model_len, "shared_state_dir": args.state_dir,
-                   "kv_cache_tokens": args.kv_cache_tokens, "max_num_seqs": args.max_num_seqs}
     if args.replicas or args.ray_address:
-        return load_replicas(args, dtype, engine_args)
-    llm = LLMEngine(args.model, device=args.device, dtype=dtype, args=EngineArgs(**engine_args),
+        return load_replicas(args, dtype, engine_args(args, replicas=True))
+    llm = LLMEngine(args.model, device=args.device, dtype=dtype, args=EngineArgs(**engine_args(args)),
                     progress=progress, tensor_parallel_size=args.tensor_parallel_size,
                     quantization=args.quantization)
     print(f"model loaded in {time.perf_counter() - start:.1f} s on {llm.device} ({str(llm.dtype).split('.')[-1]}), "
           f"context window {llm.max_model_len:,} tokens", flush=True)
+    if llm.states_refused:
+        print(f"saved model states in {llm.args.disk_state_dir} refused: {llm.states_refused}", flush=True)
+    elif llm.args.disk_state_bytes:
+        print(f"saved model states: {llm.states_restored} restored from {llm.args.disk_state_dir}", flush=True)
     return AsyncEngine(llm, on_fatal=exit_soon)
 
 
@@ -187,6 +195,26 @@ def load_replicas(args: argparse.Namespace, dtype, engine_args: dict):
     return engine
 
 
+def engine_args(args: argparse.Namespace, replicas: bool = False) -> dict:
+    """EngineArgs fields from the flags: the window and pools, the disk tier of saved states under --data-dir
+    (--state-disk-gb; replicas share --state-dir instead), and the shared state dir."""
+    disk_bytes = 0 if replicas else int(max(args.state_disk_gb, 0) * (1 << 30))
+    return {"max_model_len": args.max_model_len, "kv_cache_tokens": args.kv_cache_tokens,
+            "max_num_seqs": args.max_num_seqs, "shared_state_dir": args.state_dir, "disk_state_bytes": disk_bytes,
+            "disk_state_dir": str(Path(args.data_dir) / "states") if disk_bytes else None}
+
+
+def access_log_config(app_level: str) -> dict:
+    """uvicorn's logging at the app's --log-level, with one access line per request (uvicorn.access at INFO)."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["uvicorn.access"]["level"] = "INFO"
+    config["loggers"]["uvicorn.error"] = {"level": app_level.upper()}
+    return config
+
+
 def load_other_backend(args: argparse.Namespace, dtype):
     """The seed's transformers (quanto int8) or vLLM (experts_int8) path behind the studio's engine interface."""
     from engine.backends import make_backend
@@ -210,7 +238,7 @@ def main(argv=None) -> int:
     """Parse flags, load the model, serve until interrupted."""
     args = parse_args(argv)
     try:
-        args.model = resolve_checkpoint(args.model, args.model_source)
+        args.model = resolve_checkpoint(args.model, args.model_source, args.data_dir)
     except Exception as exc:  # noqa: BLE001 - a missing path or a failed download ends here, said plainly
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
@@ -243,18 +271,49 @@ def main(argv=None) -> int:
     if interrupted:
         print(f"{interrupted} reply(s) left streaming by a stopped server marked interrupted", flush=True)
     app = build_app(engine, store, config)
+    close = closer(engine, store, data_lock)
+    close_on_shutdown(app, close)  # uvicorn re-raises SIGTERM after its shutdown: `finally` alone never ran
     url = f"http://{'localhost' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}{args.root_path}"
     print(f"M1 Studio: {url}/   API: {url}/v1   (model name: {config.model_name})", flush=True)
     if args.share:
         threading.Thread(target=share_link, args=(args.host, args.port, args.root_path), daemon=True).start()
     try:
-        uvicorn.run(app, host=args.host, port=args.port, root_path=args.root_path, log_level=args.log_level)
+        uvicorn.run(app, host=args.host, port=args.port, root_path=args.root_path, log_level=None,
+                    access_log=not args.no_access_log, log_config=access_log_config(args.log_level))
     finally:
+        close()
+    return 0
+
+
+def close_on_shutdown(app, close) -> None:
+    """Run close() when the app's lifespan ends (uvicorn's graceful shutdown, e.g. on SIGTERM)."""
+    import contextlib
+
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(scope_app):
+        async with inner(scope_app) as state:
+            yield state
+        close()
+    app.router.lifespan_context = lifespan
+
+
+def closer(engine, store, data_lock):
+    """Stop the engine (its disk tier saves the kept states), then close the store; runs once however called."""
+    done = []
+
+    def close() -> None:
+        if done:
+            return
+        done.append(True)
         engine.shutdown()
-        engine.engine.close()
+        if hasattr(engine.engine, "close"):
+            engine.engine.close()
         store.close()
         data_lock.release()
-    return 0
+        print("M1 Studio stopped: engine and store closed", flush=True)
+    return close
 
 
 if __name__ == "__main__":

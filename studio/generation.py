@@ -75,6 +75,7 @@ class Generation:
         self._started = self._first_token = self._reasoning_end = None
         self._prefill_start: tuple[float, int] | None = None
         self._answer_started = False
+        self._cached_tokens: int | None = None  # known from the first token on (a stopped reply keeps it)
 
     # --- controls (callable from any thread) -------------------------------------------------------------------
     def stop(self) -> None:
@@ -138,6 +139,8 @@ class Generation:
             await stream.aclose()
 
     def _on_update(self, update: RequestUpdate) -> list[ChatEvent]:
+        if update.cached_tokens is not None:
+            self._cached_tokens = update.cached_tokens
         if update.finished:
             events = self._on_tokens(update) if update.token_ids or update.text else []
             if update.finish_reason == "error" or update.error:
@@ -210,7 +213,7 @@ class Generation:
             "ttft": (first or now) - self._started, "seconds": now - self._started,
             "tokens_per_s": (self.completion_tokens - 1) / (now - first)
             if first and self.completion_tokens > 1 and now > first else 0.0,
-            "prompt_tokens": len(self.prompt_ids), "cached_tokens": None,
+            "prompt_tokens": len(self.prompt_ids), "cached_tokens": self._cached_tokens,
             "completion_tokens": self.completion_tokens}
         if self.splitter.in_reasoning or self.splitter.reasoning_unfinished:
             self.reasoning_tokens = stats["completion_tokens"]

@@ -8,150 +8,12 @@ writes the README screenshots to assets/screenshots/ (desktop 1400x900 and phone
 import json
 import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-START_TIMEOUT_S = 150
-UI_TIMEOUT_MS = 45_000  # generous: CI machines and shared dev boxes are slow at times
-
-if not Path(CHROMIUM).exists():
-    pytest.skip("!!! BROWSER TESTS SKIPPED: Debian's chromium is not installed (run `make browser`, i.e. "
-                "`apt-get install -y chromium`) !!!", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="!!! BROWSER TESTS SKIPPED: playwright missing !!!")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _get(url: str, timeout: float = 5.0) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def _start_server(data_dir: Path, *flags: str):
-    port = _free_port()
-    log = open(data_dir / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--data-dir", str(data_dir), *flags],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"app.py exited with {proc.returncode}: {(data_dir / 'server.log').read_text()[-3000:]}")
-        try:
-            if _get(url + "/health")[0] == 200:
-                return proc, url
-        except OSError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"app.py did not answer /health in {START_TIMEOUT_S} s")
-
-
-def _stop_server(proc) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    proc, url = _start_server(tmp_path_factory.mktemp("studio"))
-    yield url
-    _stop_server(proc)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture(scope="module")
-def page(browser, server):
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(UI_TIMEOUT_MS)
-    page.goto(server)
-    page.wait_for_selector("#m1-composer textarea")
-    yield page
-    context.close()
-
-
-def set_limits(page, max_tokens: int, thinking_budget: int) -> None:
-    """Open Settings and set max output tokens and the thinking budget (small: the tiny model is slow on CPU)."""
-    settings = page.locator("#m1-settings")
-    if not settings.locator("#m1-max-tokens").is_visible():
-        settings.get_by_text("Settings").first.click()
-    for elem_id, value in (("#m1-max-tokens", max_tokens), ("#m1-thinking-budget", thinking_budget)):
-        box = page.locator(f"{elem_id} input[type=number]")
-        box.fill(str(value))
-        box.press("Enter")
-        box.blur()
-    page.wait_for_timeout(300)
-    settings.get_by_text("Settings").first.click()  # fold it again
-
-
-def send(page, text: str) -> None:
-    """Type a message and press Enter; waits until the page has the new turn (a reply placeholder)."""
-    page.evaluate("window.__m1_turns = document.querySelectorAll('#m1-chat .message-row').length")
-    box = page.locator("#m1-composer textarea")
-    box.fill(text)
-    box.press("Enter")
-
-
-def wait_finished(page, timeout_ms: int = 150_000) -> None:
-    """Until the reply of the last sent message has its stats panel (the turn was saved)."""
-    page.wait_for_function("""() => {
-        const rows = [...document.querySelectorAll('#m1-chat .message-row')].slice(window.__m1_turns || 0);
-        return rows.some(row => row.innerText.includes('TTFT'));
-    }""", timeout=timeout_ms)
-
-
-def wait_version(page, label: str, timeout_ms: int = UI_TIMEOUT_MS) -> None:
-    """Until the version bar under the chat reads `label` (e.g. "Reply · version 2 of 2")."""
-    page.wait_for_function("label => document.querySelector('#m1-version').innerText.includes(label)", arg=label,
-                           timeout=timeout_ms)
-
-
-def meter_total(page) -> int:
-    return int(page.locator("#m1-meter .m1-meter").get_attribute("data-total"))
-
-
-def running_requests(url: str) -> int:
-    return json.loads(_get(url + "/health")[1])["running_requests"]
-
-
-def make_pdf(path: Path, pages: int = 3) -> Path:
-    from reportlab.lib.pagesizes import A4
-    from reportlab.pdfgen import canvas
-    pdf = canvas.Canvas(str(path), pagesize=A4)
-    for number in range(1, pages + 1):
-        for line in range(40):
-            pdf.drawString(60, 800 - 18 * line, f"Page {number}, line {line}: the quarterly report of M1 Studio.")
-        pdf.showPage()
-    pdf.save()
-    return path
+from tests.browser_fixtures import (ROOT, UI_TIMEOUT_MS, browser, http_get as _get, make_pdf, meter_total, page,  # noqa: F401
+                                    running_requests, send, server, set_limits, start_server as _start_server,
+                                    stop_server as _stop_server, wait_finished)
 
 
 def test_chat_streams_reasoning_then_answer(page, server):
@@ -203,22 +65,23 @@ def test_regenerate_and_edit_make_versions_to_navigate(page):
     set_limits(page, max_tokens=48, thinking_budget=16)
     send(page, "Version me")
     wait_finished(page)
-    wait_version(page, "Reply · version 1 of 1")
+    chat = page.locator("#m1-chat")
     page.locator("#m1-regenerate").click()
-    wait_version(page, "version 2 of 2", 60_000)
-    page.locator("#m1-prev").click()
-    wait_version(page, "version 1 of 2")
+    chat.get_by_text("2/2").wait_for(timeout=60_000)  # "‹ 2/2 ›" under the reply
+    wait_finished(page)
+    chat.get_by_role("link", name="Previous version").click()
+    chat.get_by_text("1/2").wait_for()
     page.locator("#m1-chat .user-row").first.hover()
     page.locator("#m1-chat button[aria-label=Edit]").first.click()
     page.locator("#m1-chat textarea").first.fill("Version me, edited")
     page.evaluate("window.__m1_turns = 0")
     page.locator("#m1-chat button[aria-label=Submit]").first.click()
-    wait_version(page, "Reply · version 1 of 1", 60_000)  # the new reply was saved (before: reply 1 of 2)
+    chat.get_by_text("Version me, edited").wait_for(timeout=60_000)
     wait_finished(page)
-    page.locator("#m1-chat .user-row").first.click()
-    wait_version(page, "Message · version 2 of 2")
-    page.locator("#m1-prev").click()
-    page.locator("#m1-chat").get_by_text("Version me", exact=True).wait_for()
+    chat.get_by_text("2/2").wait_for()  # now under the user message (the new reply has one version: no links)
+    assert chat.get_by_role("link", name="Previous version").count() == 1
+    chat.get_by_role("link", name="Previous version").click()
+    chat.get_by_text("Version me", exact=True).wait_for()
 
 
 def test_over_the_window_is_refused_before_sending(page):
@@ -247,21 +110,18 @@ def test_reload_finds_the_sessions_in_the_sidebar(page):
 def test_export_json_then_import_makes_a_copy(page, tmp_path):
     page.locator("#m1-this-chat").get_by_text("This chat").click()
     title = page.locator("#m1-title textarea, #m1-title input").first.input_value()
-    page.locator("#m1-export-json").click()
-    link = page.locator("#m1-download a").first
-    link.wait_for()
     with page.expect_download() as download:
-        link.click()
+        page.locator("#m1-export-json").click()  # one step: the file downloads
     exported = tmp_path / "exported.json"
     download.value.save_as(exported)
     assert json.loads(exported.read_text())["session"]["title"] == title
-    copies = page.locator("#m1-sessions").get_by_text(title, exact=True)
+    copies = page.locator("#m1-sessions").get_by_text(title + " (imported)", exact=True)
     before = copies.count()
     with page.expect_file_chooser() as chooser:
         page.locator("#m1-import").click()
     chooser.value.set_files(str(exported))
     page.wait_for_function("([title, n]) => [...document.querySelectorAll('#m1-sessions label')]"
-                           ".filter(l => l.innerText.trim() === title).length > n", arg=[title, before])
+                           ".filter(l => l.innerText.trim() === title).length > n", arg=[title + " (imported)", before])
     page.locator("#m1-this-chat").get_by_text("This chat").click()
 
 
@@ -318,6 +178,7 @@ def test_two_users_see_only_their_own_sessions(browser, tmp_path_factory):
         wait_finished(page_a)
         assert "Signed in as a" in page_a.inner_text("#m1-header")
         context_b, page_b = _login(browser, url, "b", "pb")
+        page_b.locator("#m1-header").get_by_text("Signed in as").wait_for()  # the page's load event has run
         assert page_b.locator("#m1-sessions").get_by_text("alpha secret plan").count() == 0
         assert page_b.locator("#m1-chat").get_by_text("alpha secret plan").count() == 0
         set_limits(page_b, max_tokens=32, thinking_budget=8)
@@ -327,12 +188,21 @@ def test_two_users_see_only_their_own_sessions(browser, tmp_path_factory):
         page_a.locator("#m1-sessions").get_by_text("alpha secret plan").wait_for()
         assert page_a.locator("#m1-sessions").get_by_text("bravo private note").count() == 0
         page_b.locator("#m1-search input, #m1-search textarea").first.fill("alpha")
-        page_b.wait_for_timeout(1000)
+        # positive signal first: the search ran (b's own chat, which lacks "alpha", left the list), then the absence
+        page_b.wait_for_function("() => !document.querySelector('#m1-sessions').innerText.includes('bravo')")
         assert page_b.locator("#m1-sessions").get_by_text("alpha secret plan").count() == 0
         context_a.close()
         context_b.close()
     finally:
         _stop_server(proc)
+
+
+def _stop_if_streaming(page) -> None:
+    """The composer's Stop (shown instead of Send while a reply streams), if the reply is still running."""
+    stop = page.locator("#m1-composer .stop-button")
+    if stop.is_visible():
+        stop.click()
+        page.locator("#m1-composer .submit-button").wait_for()
 
 
 @pytest.mark.skipif(not os.environ.get("M1_SCREENSHOTS"), reason="set M1_SCREENSHOTS=1 to refresh assets/screenshots")
@@ -356,7 +226,7 @@ def test_screenshots(page, browser, server, tmp_path):
     page.wait_for_function("() => [...document.querySelectorAll('#m1-chat .thought-group')].pop()"
                            "?.innerText.split('\\n').length > 3")  # some thinking text on screen
     page.screenshot(path=str(out / "desktop.png"))
-    page.locator("#m1-stop").click()
+    _stop_if_streaming(page)
     phone_context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     phone = phone_context.new_page()
     phone.set_default_timeout(UI_TIMEOUT_MS)
@@ -366,7 +236,7 @@ def test_screenshots(page, browser, server, tmp_path):
     phone.locator("#m1-chat").get_by_text("Thinking…").first.wait_for()
     phone.wait_for_timeout(1000)
     phone.screenshot(path=str(out / "phone.png"))
-    phone.locator("#m1-stop").click()
+    _stop_if_streaming(phone)
     phone_context.close()
 
 

@@ -33,11 +33,11 @@ def test_stats_panel_names_ttft_speed_and_reuse():
     stats = {"ttft": 0.42, "tokens_per_s": 31.46, "cached_tokens": 812, "prompt_tokens": 1024,
              "completion_tokens": 300, "reasoning_tokens": 200, "seconds": 10.0}
     panel = views.stats_message(stats)
-    assert panel["metadata"]["title"] == "⏱ TTFT 0.42 s · 31.5 tok/s · 812 cached"
+    assert panel["metadata"]["title"] == "TTFT 0.42 s · 31.5 tok/s · 812 cached"
     assert "| prompt tokens | 1,024 |" in panel["content"] and "| total time | 10 s |" in panel["content"]
     assert views.stats_message({}) is None
     stopped = views.stats_message({"ttft": 0.2, "cached_tokens": None, "seconds": None, "prompt_tokens": 9})
-    assert stopped["metadata"]["title"] == "⏱ TTFT 0.20 s" and "| prompt tokens | 9 |" in stopped["content"]
+    assert stopped["metadata"]["title"] == "TTFT 0.20 s" and "| prompt tokens | 9 |" in stopped["content"]
 
 
 def _message(mid, role, content, reasoning="", stats=None, status="done"):
@@ -56,7 +56,7 @@ def test_transcript_maps_rows_to_store_ids_and_hides_long_reasoning():
     assert "report.pdf" in rows[0]["content"] and "12.4k tokens" in rows[0]["content"]
     assert "x" * 100 not in rows[1]["content"] and "Load earlier thinking" in rows[1]["content"]
     assert rows[1]["metadata"]["title"].startswith("Thought for 3.0 s")
-    assert rows[4]["content"] == "short thought" and rows[5]["content"].endswith("*⏹ stopped*")
+    assert rows[4]["content"] == "short thought" and rows[5]["content"].endswith("*Stopped.*")
     rows, _ = views.transcript(path, docs, show_reasoning=True)
     assert rows[1]["content"] == "x" * 5000
 
@@ -87,13 +87,13 @@ def test_live_reply_streams_thinking_then_collapses():
     rows = live.rows()
     assert live.finished and live.message_id == 7
     assert rows[0]["metadata"]["title"] == "Thought for 4.0 s · 2 tokens"
-    assert rows[-1]["metadata"]["title"].startswith("⏱ TTFT 0.50 s")
+    assert rows[-1]["metadata"]["title"].startswith("TTFT 0.50 s")
 
 
 def test_live_reply_error_is_shown():
     live = views.LiveReply(lambda: 0.0)
     live.feed(SimpleNamespace(kind="error", text="This turn does not fit", status="refused", stats=None))
-    assert live.finished and live.rows()[-1]["content"] == "⚠ This turn does not fit"
+    assert live.finished and live.rows()[-1]["content"] == "**Error:** This turn does not fit"
 
 
 def test_budget_meter_levels_and_overflow_message():

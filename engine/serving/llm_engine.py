@@ -23,6 +23,7 @@ from .sampling import SamplingParams, make_generator, sample
 from .scheduler import LENGTH_EXCEEDED, Scheduler
 from .sequence import Sequence, SequenceStatus
 from .shared_states import SharedStates, checkpoint_fingerprint
+from . import disk_states
 from .snapshots import SnapshotKeeper
 from .state_cache import KEY_BLOCK_TOKENS
 from ..text.tokenizer import load_tokenizer
@@ -116,6 +117,7 @@ class LLMEngine:
             shared = self._shared_states()
             self.keeper = SnapshotKeeper(*keeper_args, shared=shared) if self.tp_size == 1 \
                 else ShardedSnapshotKeeper(self.workers, *keeper_args, shared=shared)
+        self.states_restored, self.states_refused = self._adopt_disk_states()
         self.scheduler = Scheduler(args.max_num_seqs, max(args.max_num_batched_tokens, args.max_num_seqs),
                                    args.prefill_chunk_size, self.cache_manager, self.tokenizer.eos_token_ids,
                                    restore=self.keeper.restorable if self.keeper else None,
@@ -149,8 +151,25 @@ class LLMEngine:
         return SharedStates(self.args.shared_state_dir, self.identity(), KEY_BLOCK_TOKENS, self.args.shared_state_bytes)
 
     def close(self) -> None:
-        """Stop the tensor-parallel worker processes (nothing to do at size 1)."""
+        """Save the kept states to the disk tier when it persists (args.disk_state_dir), then stop the
+        tensor-parallel worker processes (nothing to do at size 1)."""
+        if self._persists_states():
+            disk_states.persist(self.keeper, self._state_identity())
         self.workers.close()
+
+    def _persists_states(self) -> bool:
+        """A disk tier in a directory of the caller's (kept across restarts); single-rank keepers only."""
+        return (self.keeper is not None and self.tp_size == 1 and self.args.disk_state_bytes > 0
+                and self.args.disk_state_dir is not None)
+
+    def _state_identity(self) -> dict:
+        return disk_states.model_identity(self.model_dir, self.dtype, self.tp_size, self.cache)
+
+    def _adopt_disk_states(self) -> tuple[int, str | None]:
+        """The disk tier's snapshots of an earlier run of this model and layout (others are refused)."""
+        if not self._persists_states():
+            return 0, None
+        return disk_states.adopt(self.keeper, self._state_identity())
 
     def _num_kv_blocks(self) -> int:
         tokens = self.args.kv_cache_tokens

@@ -14,3 +14,4 @@ class RequestUpdate:
     finish_reason: str | None = None
     stats: dict | None = None
     error: str | None = None
+    cached_tokens: int | None = None  # prompt tokens restored from a saved state, once the first token came

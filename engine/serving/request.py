@@ -56,7 +56,8 @@ class Request:
         upto = max(self.sent, len(self.text) - hold)
         text, self.sent = self.text[self.sent:upto], upto
         n = self.seq.num_prompt_tokens
-        return RequestUpdate(self.seq.request_id, [], text, n, n)
+        cached = self.cached_tokens if self.first_token_time is not None else None
+        return RequestUpdate(self.seq.request_id, [], text, n, n, cached_tokens=cached)
 
     def finish(self, tokens=(), error: str | None = None) -> RequestUpdate:
         """The last update: remaining text and the stats of the whole request."""

@@ -12,6 +12,7 @@ Which snapshot to keep, demote or drop is decided by `StateCache` (bookkeeping, 
 tensors. Restoring copies bit-identical data into the new sequence's slot and blocks.
 """
 import itertools
+import secrets
 import tempfile
 from pathlib import Path
 
@@ -38,6 +39,7 @@ class SnapshotKeeper:
         self.candidates: dict[str, StateEntry] = {}  # request id -> the entry its restore() query found
         self.chains: dict[str, TokenChain] = {}  # request id -> its tokens' block hash chain
         self._names = itertools.count()
+        self._run = secrets.token_hex(4)  # file names unique across runs sharing a disk dir
 
     def nbytes(self, num_tokens: int) -> int:
         return self.cache.slot_bytes + num_tokens * self.cache.token_bytes
@@ -135,7 +137,7 @@ class SnapshotKeeper:
             host = self._to_host(handle)
             self._free(handle)
             return host
-        path = self.disk_dir / f"snap-{next(self._names)}.pt"
+        path = self.disk_dir / f"snap-{self._run}-{next(self._names)}.pt"
         torch.save(vars(handle), path)
         return str(path)
 

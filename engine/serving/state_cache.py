@@ -137,6 +137,20 @@ class StateCache:
         self._enforce(i)
         return entry
 
+    def adopt(self, token_ids: Iterable[int], handle: object, nbytes: int, tier: str) -> StateEntry | None:
+        """Keep an existing snapshot directly in `tier` (e.g. a disk file of an earlier run). Returns the entry, or
+        None when these tokens are already kept or it does not fit the tier's budget (nothing is kept then)."""
+        i, tokens = self._tier_index(tier), _as_tokens(token_ids)
+        chain = self._chain(tokens, len(tokens) // self.block_tokens)
+        key = self._key(tokens, chain)
+        if not tokens or key in self.entries or not 0 <= nbytes <= self.tiers[i].budget:
+            return None
+        entry = StateEntry(tokens, handle, nbytes, tier, key, chain)
+        self._index(entry)
+        self._tier_add(i, entry)
+        self._enforce(i)
+        return entry if entry.tier is not None else None
+
     def lookup(self, token_ids: Iterable[int], max_len: int | None = None,
                chain: list[bytes] | None = None) -> tuple[StateEntry | None, int]:
         """Longest kept sequence that is a prefix of `token_ids`, with its length (pure: no stats, no LRU update).

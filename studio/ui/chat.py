@@ -12,8 +12,11 @@ import gradio as gr
 from studio.ui import views, views_html
 from studio.ui.session import SessionHandlers
 from studio.ui.values import only, radio, settings_from, skip
+from studio.ui.versions import parse_action
 
 STREAM_EVERY_S = 0.08
+STREAMING = {"__type__": "update", "submit_btn": False, "stop_btn": True}  # the composer shows Stop, not Send
+IDLE = {"__type__": "update", "submit_btn": True, "stop_btn": False}
 
 
 class ChatHandlers:
@@ -118,10 +121,18 @@ class ChatHandlers:
         label = views.version_label(self.store.get_message(uid, chosen["id"]))
         return (chosen["id"],) + values[:7] + (label,) + values[8:]
 
+    def version_at(self, request: gr.Request, sid, action, show_reasoning, limit, *settings_panel) -> tuple:
+        """A version link under a message ("‹ 2/3 ›"): show that message's previous or next version."""
+        parsed = parse_action(action)
+        if parsed is None or not sid:
+            return (skip(),) + only()
+        step, message_id = parsed
+        return self.version(request, step, sid, message_id, show_reasoning, limit, *settings_panel)
+
     # --- internals ----------------------------------------------------------------------------------------------
     async def _stream(self, events, rows, uid, sid, show_reasoning, limit, settings, clear=False):
         live, last = views.LiveReply(time.perf_counter), 0.0
-        composer = {"text": "", "files": []} if clear else skip()
+        composer = dict(STREAMING, value={"text": "", "files": []}) if clear else STREAMING
         sessions = radio(self.store.list_sessions(uid), sid)
         yield ("", "", composer) + only(0, sid, at_1=rows + live.rows(), at_3=sessions, at_6="", at_8=sid)
         async for event in events:
@@ -131,7 +142,7 @@ class ChatHandlers:
                 last = now
                 yield (self._progress(live), "", skip()) + only(1, rows + live.rows())
         error = views_html.error_html(live.error) if live.error else ""
-        yield ("", error, skip()) + self.sessions.view(uid, sid, show_reasoning=show_reasoning, limit=limit,
+        yield ("", error, IDLE) + self.sessions.view(uid, sid, show_reasoning=show_reasoning, limit=limit,
                                                        settings=settings)
 
     @staticmethod

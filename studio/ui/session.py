@@ -17,6 +17,7 @@ from studio.ui.documents import DocumentHandlers, remove_gradio_copy
 from studio.ui.exports import export_link
 from studio.ui.page import header_html
 from studio.ui.values import DEFAULT_SETTINGS, only, radio, settings_from, settings_values, skip
+from studio.ui.versions import with_version_rows
 
 LOCAL_USER = "local"
 
@@ -49,7 +50,8 @@ class SessionHandlers(DocumentHandlers):
             return (None, [], [], radio(sessions, None), "", views_html.budget_html(budget), "", "", None)
         path = self.store.active_path(uid, sid)
         attachments = self.store.attachments(uid, sid)
-        rows, ids = views.transcript(path, attachments, show_reasoning=show_reasoning, limit=limit)
+        rows, ids = with_version_rows(*views.transcript(path, attachments, show_reasoning=show_reasoning,
+                                                        limit=limit), path)
         pending = [a for a in attachments if a["message_id"] is None]
         last = next((m for m in reversed(path) if m["role"] == "assistant"), None)
         title = self.store.get_session(uid, sid)["title"]
@@ -71,7 +73,7 @@ class SessionHandlers(DocumentHandlers):
         if sid is None:
             sessions = self.store.list_sessions(uid, limit=1)
             sid = sessions[0]["id"] if sessions else None
-        settings = self.chat.settings(uid, sid) if sid else ChatSettings()
+        settings = self.chat.settings(uid, sid) if sid else self.defaults_for(uid)
         return self.view(uid, sid, settings=settings) + settings_values(settings) + (self._whoami(request),)
 
     def switch(self, request: gr.Request, sid) -> tuple:
@@ -80,9 +82,15 @@ class SessionHandlers(DocumentHandlers):
         settings = self.chat.settings(uid, sid)
         return self.view(uid, sid, settings=settings) + settings_values(settings)
 
+    def defaults_for(self, uid: int) -> ChatSettings:
+        """Settings of a new chat of this user (studio/ui/defaults.py puts the user's stored defaults here)."""
+        return settings_from(*DEFAULT_SETTINGS)
+
     def new_chat(self, request: gr.Request) -> tuple:
-        """An empty view; the session is created with the first message or document."""
-        return self.view(self.uid(request), None) + DEFAULT_SETTINGS
+        """An empty view with the user's defaults; the session is created with the first message or document."""
+        uid = self.uid(request)
+        settings = self.defaults_for(uid)
+        return self.view(uid, None, settings=settings) + settings_values(settings)
 
     def refresh(self, request: gr.Request, sid, show_reasoning, limit, *settings_panel) -> tuple:
         """Re-render the view (e.g. 'Load earlier thinking' or 'Show earlier')."""
@@ -118,6 +126,18 @@ class SessionHandlers(DocumentHandlers):
         view = self.switch(request, sessions[0]["id"]) if sessions else self.new_chat(request)
         return (None, {"value": "Delete", "__type__": "update"}) + view
 
+    def delete_open(self, request: gr.Request, sid) -> tuple:
+        """The chat's trash button ("Delete this chat", confirmed on the page): stop its reply, delete it, open the
+        newest remaining chat. Returns (*VIEW, *settings panel)."""
+        uid = self.uid(request)
+        if sid and self._owns(uid, sid):
+            for running in self.chat.running(sid):
+                if running.user_id == uid:
+                    self.chat.stop(running)
+            self.store.delete_session(uid, sid)
+        sessions = self.store.list_sessions(uid, limit=1)
+        return self.switch(request, sessions[0]["id"]) if sessions else self.new_chat(request)
+
     def export(self, request: gr.Request, sid, fmt):
         """A link to the session's export (made on request by the owner-checked /export route, no temp file)."""
         if not sid:
@@ -133,6 +153,8 @@ class SessionHandlers(DocumentHandlers):
                 sid = self.store.import_json(uid, file.read())
         finally:
             remove_gradio_copy(path)
+        title = self.store.get_session(uid, sid)["title"]
+        self.store.rename_session(uid, sid, f"{title} (imported)")  # told apart from the chat it was exported from
         return self.switch(request, sid)
 
     def share(self, request: gr.Request, sid, reasoning, documents) -> str:

@@ -15,6 +15,9 @@ import gradio as gr
 from studio.ui import views
 from studio.chat_settings import MAX_OUTPUT_TOKENS, SYSTEM_PRESETS
 from studio.ui.chat import ChatHandlers
+from studio.ui.defaults import DefaultsHandlers, preset_of
+from studio.ui.icons import icon_path
+from studio.ui.queue import SendQueue
 from studio.ui.page import add_share_route, header_html, theme
 from studio.ui.exports import add_export_route
 from studio.ui.queue_guard import SessionHashGuard, gradio_user_lookup
@@ -28,6 +31,9 @@ FILE_TYPES = [".pdf", ".docx", ".xlsx", ".pptx", ".html", ".htm", ".md", ".txt",
 CHAT_HEIGHT = "calc(100dvh - 370px)"  # the page fits the window: header, controls, composer and meter below
 CLOSE_SIDEBAR_ON_PHONE = """() => { if (window.innerWidth < 700) {
     const bar = document.querySelector('#m1-sidebar.open .toggle-button'); if (bar) bar.click(); } }"""
+DOWNLOAD_JS = """() => { let tries = 0; const grab = () => {
+    const link = document.querySelector('#m1-download a[href]');
+    if (link) { link.click(); } else if (tries++ < 40) { setTimeout(grab, 100); } }; setTimeout(grab, 50); }"""
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False},
          {"left": "\\[", "right": "\\]", "display": True}, {"left": "\\(", "right": "\\)", "display": False}]
 
@@ -35,6 +41,8 @@ LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": 
 def build_ui(services) -> gr.Blocks:
     """The studio Blocks for these services (not launched; see mount_ui)."""
     sessions = SessionHandlers(services)
+    defaults = DefaultsHandlers(services, sessions)
+    sessions.defaults_for = defaults.settings_for  # new chats start from the user's stored defaults
     chat = ChatHandlers(services, sessions)
     engine_slots = getattr(services, "concurrency", None) or 4
     with gr.Blocks(title="M1 Studio", fill_height=True, analytics_enabled=False) as demo:
@@ -46,7 +54,7 @@ def build_ui(services) -> gr.Blocks:
             query = gr.Textbox(placeholder="Search chats…", show_label=False, elem_id="m1-search")
             session_list = gr.Radio([], label="Chats", elem_id="m1-sessions", container=False)
             with gr.Accordion("This chat", open=False, elem_id="m1-this-chat"):
-                title = gr.Textbox(label="Title", elem_id="m1-title")
+                title = gr.Textbox(label="Title (Enter renames)", elem_id="m1-title")
                 with gr.Row():
                     rename = gr.Button("Rename", size="sm", elem_id="m1-rename")
                     delete = gr.Button("Delete", size="sm", variant="stop", elem_id="m1-delete")
@@ -63,10 +71,12 @@ def build_ui(services) -> gr.Blocks:
                     revoke = gr.Button("Revoke", size="sm", elem_id="m1-share-revoke")
                 share_link = gr.Textbox(label="Link", interactive=False, elem_id="m1-share-url", buttons=["copy"])
             with gr.Accordion("Settings", open=False, elem_id="m1-settings"):
+                overrides_note = gr.HTML("", elem_id="m1-overrides")
                 preset = gr.Radio(list(SYSTEM_PRESETS) + ["Custom"], value=DEFAULT_SETTINGS[0],
                                   label="System prompt preset")
                 system = gr.Textbox(DEFAULT_SETTINGS[1], label="System prompt", lines=3, max_lines=8)
-                temperature = gr.Slider(0, 2, DEFAULT_SETTINGS[2], step=0.05, label="Temperature")
+                temperature = gr.Slider(0, 2, DEFAULT_SETTINGS[2], step=0.05, label="Temperature",
+                                        elem_id="m1-temperature")
                 top_p = gr.Slider(0.05, 1, DEFAULT_SETTINGS[3], step=0.01, label="Top-p")
                 max_tokens = gr.Slider(16, MAX_OUTPUT_TOKENS, DEFAULT_SETTINGS[4], step=16, elem_id="m1-max-tokens",
                                        label="Max output tokens (reserved in the window)")
@@ -74,6 +84,10 @@ def build_ui(services) -> gr.Blocks:
                                             label="Thinking budget (tokens, 0 = unlimited)",
                                             elem_id="m1-thinking-budget")
                 replay = gr.Checkbox(DEFAULT_SETTINGS[6], label="Replay earlier thinking to the model")
+                with gr.Row():
+                    save_defaults = gr.Button("Save as my defaults for new chats", size="sm",
+                                              elem_id="m1-save-defaults")
+                    use_defaults = gr.Button("Use my defaults here", size="sm", elem_id="m1-use-defaults")
         whoami = gr.HTML(header_html(""), elem_id="m1-top")
         replicas = getattr(getattr(services, "chat", None), "engine", None)
         replicas = getattr(replicas, "replicas", None)  # multi-replica mode: alive and sessions, on each page load
@@ -89,12 +103,12 @@ def build_ui(services) -> gr.Blocks:
                              placeholder="### M1 Studio\nAsk anything, or attach long documents: the whole text "
                                          "goes into the 1M-token context.")
         with gr.Row(elem_id="m1-controls"):
-            version = gr.Markdown("", elem_id="m1-version")
-            older = gr.Button("◀", size="sm", elem_id="m1-prev")
-            newer = gr.Button("▶", size="sm", elem_id="m1-next")
-            regenerate = gr.Button("↻ Regenerate", size="sm", elem_id="m1-regenerate")
-            answer_now = gr.Button("⏭ Answer now", size="sm", elem_id="m1-answer-now")
-            stop = gr.Button("■ Stop", size="sm", variant="stop", elem_id="m1-stop")
+            version = gr.Markdown("", elem_id="m1-version", elem_classes=["m1-hidden"])  # versions: under messages
+            version_action = gr.Textbox("", elem_id="m1-version-action", elem_classes=["m1-hidden"],
+                                        show_label=False, container=False)
+            regenerate = gr.Button("Regenerate", icon=icon_path("regenerate"), size="sm", elem_id="m1-regenerate")
+            answer_now = gr.Button("Answer now", icon=icon_path("answer-now"), size="sm", elem_id="m1-answer-now")
+            stop = gr.Button("Stop", icon=icon_path("stop"), size="sm", variant="stop", elem_id="m1-stop")
             earlier = gr.Button("Show earlier", size="sm", elem_id="m1-earlier")
             show_reasoning = gr.Checkbox(False, label="Load earlier thinking", elem_id="m1-show-reasoning",
                                          container=False)
@@ -102,9 +116,11 @@ def build_ui(services) -> gr.Blocks:
         with gr.Row(elem_id="m1-chips-row"):
             chips = gr.HTML("", elem_id="m1-chips")
             clear_docs = gr.Button("Remove attachments", size="sm", elem_id="m1-clear-docs", scale=0)
+        queued = gr.HTML("", elem_id="m1-queued")
         composer = gr.MultimodalTextbox(elem_id="m1-composer", file_types=FILE_TYPES, file_count="multiple",
-                                        placeholder="Message M1, or attach documents…", show_label=False,
-                                        submit_btn=True, stop_btn=True, autofocus=True, max_lines=12)
+                                        placeholder="Message M1 or attach files…", label="Message",
+                                        show_label=False, submit_btn=True, stop_btn=False, autofocus=True,
+                                        max_lines=12)
         error = gr.HTML("", elem_id="m1-error")
         meter = gr.HTML("", elem_id="m1-meter")
 
@@ -117,19 +133,26 @@ def build_ui(services) -> gr.Blocks:
 
         demo.load(sessions.load, [saved], view + panel + [whoami], **quick)
         demo.load(None, js=CLOSE_SIDEBAR_ON_PHONE)
-        for trigger in (new.click, chatbot.clear):
-            trigger(sessions.new_chat, None, view + panel, **quick)
+        new.click(sessions.new_chat, None, view + panel, **quick)
+        chatbot.clear(sessions.delete_open, [session_id], view + panel, **quick)  # the trash: "Delete this chat"
         session_list.input(sessions.switch, [session_list], view + panel, **quick)
         query.change(sessions.search, [query, session_id], [session_list], trigger_mode="always_last", **quick)
-        rename.click(sessions.rename, [session_id, title], [session_list], **quick)
+        for trigger in (rename.click, title.submit):
+            trigger(sessions.rename, [session_id, title], [session_list], **quick)
         delete_armed = gr.State(None)
         delete.click(sessions.delete, [session_id, delete_armed], [delete_armed, delete] + view + panel, **quick)
-        export_md.click(_exporter(sessions.export, "md"), [session_id], [download], **quick)
-        export_json.click(_exporter(sessions.export, "json"), [session_id], [download], **quick)
+        for button, fmt in ((export_md, "md"), (export_json, "json")):  # one step: the file downloads at once
+            button.click(_exporter(sessions.export, fmt), [session_id], [download], **quick).then(
+                None, js=DOWNLOAD_JS)
         importer.upload(sessions.import_file, [importer], view + panel, **quick)
         share.click(sessions.share, [session_id, share_reasoning, share_documents], [share_link], **quick)
         revoke.click(sessions.revoke, [session_id], [share_link], **quick)
         preset.input(lambda name: SYSTEM_PRESETS.get(name, ""), [preset], [system], **quick)
+        system.change(preset_of, [system], [preset], **quick)  # edited by hand: the preset becomes "Custom"
+        for control in panel:  # the note says which settings are this chat's own
+            control.change(defaults.note, panel, [overrides_note], trigger_mode="always_last", **quick)
+        save_defaults.click(defaults.save, panel, [overrides_note], **quick)
+        use_defaults.click(defaults.reset, None, panel, **quick)
         for control in (system, max_tokens):
             control.change(sessions.meter, [session_id] + panel, [meter], trigger_mode="always_last", **quick)
 
@@ -142,7 +165,8 @@ def build_ui(services) -> gr.Blocks:
         clear_docs.click(sessions.clear_pending, [session_id] + panel, [chips, meter], **quick)
 
         turn = [show_reasoning, limit] + panel
-        composer.submit(chat.send, [composer, session_id] + turn, stream, **engine)
+        composer.submit(SendQueue(chat).send, [composer, session_id] + turn, stream + [queued],
+                        trigger_mode="multiple", **engine)  # sent while a reply streams: queued, shown
         regenerate.click(chat.regenerate, [session_id, row_ids, selected] + turn, stream, **engine)
         chatbot.retry(chat.regenerate, [session_id, row_ids, gr.State(None)] + turn, stream, **engine)
         chatbot.edit(chat.edit, [session_id, row_ids] + turn, stream, **engine)
@@ -150,8 +174,7 @@ def build_ui(services) -> gr.Blocks:
             trigger(chat.stop, [session_id], None, concurrency_limit=None, **quick)
         answer_now.click(chat.answer_now, [session_id], None, concurrency_limit=None, **quick)
         chatbot.select(chat.select, [row_ids], [selected, version], **quick)
-        for button, step in ((older, -1), (newer, 1)):
-            button.click(_stepper(chat.version, step), [session_id, selected] + turn, [selected] + view, **quick)
+        version_action.change(chat.version_at, [session_id, version_action] + turn, [selected] + view, **quick)
     demo.queue(default_concurrency_limit=8)
     return demo
 
@@ -160,13 +183,6 @@ def _browser_secret(services) -> str:
     """A secret for the browser-stored session id that survives restarts (the id alone opens nothing: sessions
     are checked against the logged-in user)."""
     return hashlib.sha256(f"m1-studio:{getattr(services.store, 'path', '')}".encode()).hexdigest()
-
-
-def _stepper(method, step: int):
-    """A version-arrow handler: method(request, step, ...) with the step fixed."""
-    def handler(request: gr.Request, *values):
-        return method(request, step, *values)
-    return handler
 
 
 def _exporter(method, fmt: str):
@@ -208,6 +224,7 @@ def mount_ui(app, chat, config):
     app = gr.mount_gradio_app(app, build_ui(services), path="/", auth=list(config.auth) or None,
                                root_path=config.root_path or None, max_file_size=f"{config.max_upload_mb}mb",
                                theme=theme(), css_paths=[ASSETS / "style.css"],
+                               head=f"<script>{(ASSETS / 'studio.js').read_text(encoding='utf-8')}</script>",
                                favicon_path=str(ASSETS / "logo.svg"), footer_links=[],
                                auth_message="M1 Studio: sign in to see your chats.")
     logins.gradio_app = mounted_gradio_app(app)

@@ -7,8 +7,11 @@ a collapsible accordion: status "pending" = open with a spinner, "done" = closed
 import html
 import re
 
+from studio.ui.icons import icon
+
 THINKING_TITLE = "Thinking…"
 REASONING_INLINE_CHARS = 4000  # longer earlier reasoning is left out of the page until asked
+NO_ANSWER = "*No answer: the reply ended after its thinking.*"
 TRANSCRIPT_MESSAGES = 60  # messages of the active path put on the page at first ("show earlier" adds more)
 
 
@@ -86,7 +89,7 @@ def stats_message(stats: dict) -> dict | None:
     if isinstance(stats.get("seconds"), (int, float)):
         rows.append(f"| total time | {human_seconds(stats['seconds'])} |")
     body = "\n".join(["| | |", "|---|---:|", *rows]) if rows else title
-    return {"role": "assistant", "content": body, "metadata": {"title": "⏱ " + title, "status": "done"}}
+    return {"role": "assistant", "content": body, "metadata": {"title": title, "status": "done"}}
 
 
 def answer_messages(content: str, reasoning: str, stats: dict, status: str, *,
@@ -100,8 +103,10 @@ def answer_messages(content: str, reasoning: str, stats: dict, status: str, *,
             "Tick **Load earlier thinking** to read them.*")
         messages.append(thought_message(shown, pending=False, seconds=seconds,
                                         tokens=stats.get("reasoning_tokens") or 0))
-    note = {"stopped": "\n\n*⏹ stopped*", "error": "\n\n*⚠ generation failed*",
-            "interrupted": "\n\n*⚠ interrupted: the server stopped during this reply*"}.get(status, "")
+    note = {"stopped": "\n\n*Stopped.*", "error": "\n\n*Generation failed.*",
+            "interrupted": "\n\n*Interrupted: the server stopped during this reply.*"}.get(status, "")
+    if not content and status == "done" and (reasoning or stats.get("reasoning_tokens")):
+        note = NO_ANSWER
     if content or note:
         messages.append({"role": "assistant", "content": display_text(content) + note})
     panel = stats_message(stats) if stats else None
@@ -138,7 +143,7 @@ def _message_rows(message: dict, docs: list[dict], show_reasoning: bool) -> list
         from studio.ui.views_tools import message_rows  # tool calls and results as collapsible blocks
         return message_rows(message, show_reasoning)
     if message["role"] == "user":
-        chips = "".join(f"📎 `{d['name']}` · {human_tokens(d['num_tokens'])} tokens  \n" for d in docs)
+        chips = "".join(f"Attached `{d['name']}` · {human_tokens(d['num_tokens'])} tokens  \n" for d in docs)
         return [{"role": "user", "content": (chips + "\n" if chips else "") + display_text(message["content"])}]
     inline = show_reasoning or len(message["reasoning"]) <= REASONING_INLINE_CHARS
     return answer_messages(message["content"], message["reasoning"], message["stats"], message["status"],
@@ -177,12 +182,12 @@ def banner_html(*, random_weights: bool, state_reuse: bool, model_name: str, not
     in multi-replica mode the engine replicas alive with their sessions (`replicas`: ReplicaEngine.replicas())."""
     notes = []
     if random_weights and note:
-        notes.append(f'<div class="m1-banner warn">⚠ {html.escape(note)}</div>')
+        notes.append(f'<div class="m1-banner warn">{icon("warning")} {html.escape(note)}</div>')
     elif random_weights:
-        notes.append(f'<div class="m1-banner warn">⚠ <b>{html.escape(model_name)}</b> has random weights: it '
+        notes.append(f'<div class="m1-banner warn">{icon("warning")} <b>{html.escape(model_name)}</b> has random weights: it '
                      "babbles. Run with <code>--model</code> and a MiniMax-M1 checkpoint for real answers.</div>")
     if state_reuse:
-        notes.append('<div class="m1-banner info">♻ State reuse is on: follow-up turns reuse the saved model '
+        notes.append(f'<div class="m1-banner info">{icon("reuse")} State reuse is on: follow-up turns reuse the saved model '
                      "state and cost only their new tokens.</div>")
     else:
         notes.append('<div class="m1-banner info">State reuse is off: this backend re-reads the whole conversation '
@@ -273,5 +278,5 @@ class LiveReply:
             else "done"
         rows = answer_messages(self.answer, self.reasoning, stats, status)
         if self.error:
-            rows.append({"role": "assistant", "content": f"⚠ {self.error}"})
+            rows.append({"role": "assistant", "content": f"**Error:** {self.error}"})
         return rows

@@ -4,6 +4,7 @@ Every user-supplied string goes through html.escape; classes are styled by asset
 """
 import html
 
+from studio.ui.icons import icon
 from studio.ui.views import human_seconds, human_tokens
 
 WARN_AT, DANGER_AT = 0.75, 0.90
@@ -45,7 +46,7 @@ def chips_html(attachments: list[dict]) -> str:
     chips = []
     for doc in attachments:
         approx = "~" if doc.get("tokens_estimated") else ""
-        chips.append(f'<span class="m1-chip" title="{html.escape(doc["kind"])}">📎 '
+        chips.append(f'<span class="m1-chip" title="{html.escape(doc["kind"])}">{icon("attach")} '
                      f'<span class="m1-chip-name">{html.escape(doc["name"])}</span> '
                      f'<span class="m1-chip-tokens">{approx}{human_tokens(doc["num_tokens"])} tokens</span></span>')
     return f'<div class="m1-chips">{"".join(chips)}</div>'
@@ -65,7 +66,7 @@ def progress_html(verb: str, done: int, total: int, eta: float | None, unit: str
 
 def error_html(message: str) -> str:
     """A visible, dismissable-by-next-action error line under the composer."""
-    return f'<div class="m1-error" role="alert">⚠ {html.escape(message)}</div>'
+    return f'<div class="m1-error" role="alert">{icon("warning")} {html.escape(message)}</div>'
 
 
 def share_html(shared: dict, render_markdown) -> str:
@@ -77,9 +78,9 @@ def share_html(shared: dict, render_markdown) -> str:
         docs = []
         for doc in shared["documents"]:
             body = f"<pre>{html.escape(doc['text'])}</pre>" if "text" in doc else ""
-            docs.append(f"<details><summary>📎 {html.escape(doc['name'])} · {human_tokens(doc['num_tokens'])} tokens"
+            docs.append(f"<details><summary>{icon('attach')} {html.escape(doc['name'])} · {human_tokens(doc['num_tokens'])} tokens"
                         f"</summary>{body}</details>" if body else
-                        f"<div class=\"doc\">📎 {html.escape(doc['name'])} · {human_tokens(doc['num_tokens'])} "
+                        f"<div class=\"doc\">{icon('attach')} {html.escape(doc['name'])} · {human_tokens(doc['num_tokens'])} "
                         "tokens</div>")
         parts.append(f'<section class="docs">{"".join(docs)}</section>')
     for message in shared["messages"]:
