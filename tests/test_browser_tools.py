@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS, _start_server, _stop_server, sync_api
+from tests.browser_fixtures import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS, sync_api
+from tests.browser_fixtures import start_server as _start_server, stop_server as _stop_server
 
 TITLE = "Tool use import"
 CALL = '<tool_calls>\n{"name": "calculator", "arguments": {"expression": "6 * 7"}}\n</tool_calls>'
