@@ -272,6 +272,21 @@ def test_a_running_prefill_uses_the_last_free_token_row_before_giving_up():
     assert step(sched)[1] == [("s", 7, 1)], "one row is left in its second block: a 1-token chunk, no give-up"
 
 
+def test_restore_is_not_asked_once_the_budget_is_spent():
+    calls = []
+    sched = make_scheduler(max_num_batched_tokens=8, restore=lambda s: calls.append(s.request_id) or 0)
+    sched.add(make_seq("A", 20))
+    sched.add(make_seq("B", 4))
+    assert step(sched)[1] == [("A", 0, 8)] and calls == ["A"]
+
+
+def test_a_restored_admission_is_cut_to_the_free_rows_after_its_prefix():
+    sched = make_scheduler(num_blocks=6, max_num_batched_tokens=16, prefill_chunk_size=16, restore=lambda s: 8)
+    BlockHolder(sched, 2)
+    sched.add(make_seq("R", 20))
+    assert step(sched)[1] == [("R", 8, 8)]
+
+
 def test_prompt_larger_than_the_whole_pool_finishes_length_exceeded():
     sched = make_scheduler(num_blocks=2)
     sched.add(make_seq("huge", 9))
@@ -342,8 +357,8 @@ def scripted(script: list[int]):
     (Params(max_tokens=10, stop_token_ids=(6,)), [5, 6], "stop"),
     (Params(max_tokens=1), [5], "length"),
     (Params(max_tokens=None, ignore_eos=True, stop_token_ids=(9,)), [5, 6, EOS, 7, 8, 9], "stop"),
-    (SimpleNamespace(max_tokens=10), [5, 6, EOS], "stop"),
-], ids=["eos", "ignore_eos", "stop_id", "max_tokens_1", "no_limit", "params_without_ignore_eos_stop_at_eos"])
+    (SimpleNamespace(), [5, 6, EOS], "stop"),
+], ids=["eos", "ignore_eos", "stop_id", "max_tokens_1", "no_limit", "bare_params_stop_at_eos"])
 def test_stop_rules(params, completion, reason):
     sched = make_scheduler()
     sched.add(Sequence("r", [1, 2, 3], params))
