@@ -214,16 +214,16 @@ def test_invalid_arguments_are_named():
 
 def test_stats_accumulate_over_matches_demotions_and_drops():
     cache = make_cache(budgets=(100, 100, 50))
-    for i, name in enumerate("abcdef"):
+    for i, name in enumerate("abcdefg"):
         cache.put(toks(5, 10 * i), f"gpu:{name}", 40)
-    e = cache.get(toks(5, 40))
+    e = cache.get(toks(5, 50))
     assert e.tier == "gpu"
-    assert cache.match(toks(9, 40)) == (e, 5) and cache.match(toks(7, 40)) == (e, 5)
+    assert cache.match(toks(9, 50)) == (e, 5) and cache.match(toks(7, 50)) == (e, 5)
     assert cache.match([1, 2, 3]) == (None, 0) and cache.match([2, 3]) == (None, 0)
-    assert cache.match(toks(5, 40), max_len=5) == (e, 5), "match passes max_len on: the whole query may match"
+    assert cache.match(toks(5, 50), max_len=5) == (e, 5), "match passes max_len on: the whole query may match"
     stats = cache.stats()
     assert (stats["hits"], stats["misses"], stats["reused_tokens"]) == (3, 2, 15)
-    assert (stats["num_demoted"], stats["num_dropped"]) == (len(cache.mover.calls) - 1, 1) == (6, 1)
+    assert (stats["num_demoted"], stats["num_dropped"]) == (len(cache.mover.calls) - 2, 2) == (8, 2)
 
 
 def test_scheduler_restores_from_kept_turns():
@@ -285,3 +285,5 @@ def test_token_chain_grown_in_steps_gives_the_cache_own_hashes_and_a_wrong_chain
     assert cache.lookup(toks(12)) == (part, 9) and cache.lookup(toks(12), chain=grown.chain) == (part, 9)
     wrong = cache.put(toks(6, 100), "gpu:c", 1, chain=[])
     assert cache.get(toks(6, 100)) is wrong and cache.lookup(toks(7, 100)) == (wrong, 6)
+    assert len(grown.extend_to(toks(16)).chain) == 4, "a block that ends exactly at the last token is hashed"
+    assert grown.chain == cache.put(toks(16), "gpu:d", 1).chain
