@@ -72,6 +72,16 @@ def test_allocate_free_and_ref_counts():
         BlockAllocator(0, 2)
 
 
+def test_allocator_edges_one_block_of_one_token_and_zero_blocks():
+    alloc = BlockAllocator(num_blocks=1, block_size=1)
+    with pytest.raises(ValueError, match="block 0 is not allocated"):
+        alloc.free([0])
+    assert alloc.allocate(0) == [] and alloc.num_free == 1
+    assert alloc.allocate(1) == [0] and alloc.num_free == 0
+    with pytest.raises(ValueError, match="block_size"):
+        BlockAllocator(2, 0)
+
+
 def test_ensure_can_fit_release():
     alloc = BlockAllocator(num_blocks=3, block_size=4)
     seq = make_seq()
@@ -101,6 +111,16 @@ def test_slot_pool():
     assert pool.acquire() == a
 
 
+def test_a_fresh_slot_pool_holds_nothing_and_needs_a_slot():
+    with pytest.raises(ValueError, match=r"num_slots \(0\) must be >= 1"):
+        SlotPool(0)
+    pool = SlotPool(2)
+    with pytest.raises(ValueError, match="slot 1 is not held"):
+        pool.release(1)
+    with pytest.raises(ValueError, match=r"slot 2 out of range \[0, 2\)"):
+        pool.release(2)
+
+
 def test_admit_is_all_or_nothing():
     cache = CacheManager(num_blocks=4, block_size=4, num_slots=1)
     big, small, other = make_seq("big"), make_seq("small"), make_seq("other")
@@ -112,6 +132,17 @@ def test_admit_is_all_or_nothing():
     assert other.block_table == [] and cache.blocks.num_free == 2
     with pytest.raises(ValueError, match="'small' already holds"):
         cache.admit(small, 1)
+
+
+def test_admit_refuses_a_sequence_holding_only_a_slot_or_only_blocks():
+    cache = CacheManager(num_blocks=4, block_size=4, num_slots=2)
+    slot_only, blocks_only = make_seq("slot_only"), make_seq("blocks_only")
+    assert cache.admit(slot_only, 0) and slot_only.state_slot is not None and slot_only.block_table == []
+    with pytest.raises(ValueError, match="'slot_only' already holds"):
+        cache.admit(slot_only, 1)
+    cache.blocks.ensure(blocks_only, 4)
+    with pytest.raises(ValueError, match="'blocks_only' already holds"):
+        cache.admit(blocks_only, 4)
 
 
 def test_grow_and_release():

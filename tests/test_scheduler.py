@@ -5,6 +5,7 @@ exactly the tokens it produces when run alone.
 """
 import random
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 
@@ -230,6 +231,62 @@ def test_without_reclaim_held_blocks_make_a_lone_sequence_fail():
     assert sched.cache.blocks.num_free == 1 and len(holder.held) == 3
 
 
+def test_a_reclaim_given_at_construction_that_frees_nothing_is_not_asked_forever():
+    calls = []
+
+    def reclaim(num_blocks: int) -> int:
+        calls.append(num_blocks)
+        assert len(calls) < 20, "a reclaim that freed nothing is asked again and again"
+        return 0
+
+    sched = make_scheduler(num_blocks=4, max_num_batched_tokens=16, prefill_chunk_size=4, reclaim=reclaim)
+    BlockHolder(sched, 3)
+    sched.add(make_seq("s", 12, max_tokens=4))
+    sched.postprocess(sched.schedule(), {})
+    assert [s.finish_reason for s in sched.schedule().finished] == [LENGTH_EXCEEDED]
+    assert calls and sched.cache.blocks.num_free == 1
+
+
+def test_the_last_token_of_the_budget_goes_to_a_running_prefill():
+    sched = make_scheduler(max_num_batched_tokens=17, prefill_chunk_size=8)
+    for request_id in "ABC":
+        sched.add(make_seq(request_id, 40))
+    assert step(sched)[1] == [("A", 0, 8), ("B", 0, 8), ("C", 0, 1)]
+    assert step(sched)[1] == [("A", 8, 8), ("B", 8, 8), ("C", 1, 1)]
+
+
+def test_a_running_prefill_reclaims_every_block_its_whole_chunk_needs():
+    sched = make_scheduler(num_blocks=6, max_num_batched_tokens=16, prefill_chunk_size=8)
+    holder = BlockHolder(sched, 4)
+    sched.reclaim = holder.reclaim
+    sched.add(make_seq("s", 24))
+    assert step(sched)[1] == [("s", 0, 8)]
+    assert step(sched)[1] == [("s", 8, 8)] and holder.calls == [2]
+
+
+def test_a_running_prefill_uses_the_last_free_token_row_before_giving_up():
+    sched = make_scheduler(num_blocks=4, max_num_batched_tokens=16, prefill_chunk_size=7)
+    BlockHolder(sched, 2)
+    sched.add(make_seq("s", 10))
+    assert step(sched)[1] == [("s", 0, 7)]
+    assert step(sched)[1] == [("s", 7, 1)], "one row is left in its second block: a 1-token chunk, no give-up"
+
+
+def test_restore_is_not_asked_once_the_budget_is_spent():
+    calls = []
+    sched = make_scheduler(max_num_batched_tokens=8, restore=lambda s: calls.append(s.request_id) or 0)
+    sched.add(make_seq("A", 20))
+    sched.add(make_seq("B", 4))
+    assert step(sched)[1] == [("A", 0, 8)] and calls == ["A"]
+
+
+def test_a_restored_admission_is_cut_to_the_free_rows_after_its_prefix():
+    sched = make_scheduler(num_blocks=6, max_num_batched_tokens=16, prefill_chunk_size=16, restore=lambda s: 8)
+    BlockHolder(sched, 2)
+    sched.add(make_seq("R", 20))
+    assert step(sched)[1] == [("R", 8, 8)]
+
+
 def test_prompt_larger_than_the_whole_pool_finishes_length_exceeded():
     sched = make_scheduler(num_blocks=2)
     sched.add(make_seq("huge", 9))
@@ -300,7 +357,8 @@ def scripted(script: list[int]):
     (Params(max_tokens=10, stop_token_ids=(6,)), [5, 6], "stop"),
     (Params(max_tokens=1), [5], "length"),
     (Params(max_tokens=None, ignore_eos=True, stop_token_ids=(9,)), [5, 6, EOS, 7, 8, 9], "stop"),
-], ids=["eos", "ignore_eos", "stop_id", "max_tokens_1", "no_limit"])
+    (SimpleNamespace(), [5, 6, EOS], "stop"),
+], ids=["eos", "ignore_eos", "stop_id", "max_tokens_1", "no_limit", "bare_params_stop_at_eos"])
 def test_stop_rules(params, completion, reason):
     sched = make_scheduler()
     sched.add(Sequence("r", [1, 2, 3], params))
@@ -354,3 +412,29 @@ def test_invalid_configuration_and_inputs():
     out = sched.schedule()
     with pytest.raises(ValueError, match="no sampled token for request 'dup'"):
         sched.postprocess(out, {})
+    for name, args in [("max_num_seqs", (0, 4, 4)), ("max_num_batched_tokens", (1, 0, 4))]:
+        with pytest.raises(ValueError, match=f"^{name} must be >= 1, got 0$"):
+            Scheduler(*args, cache)
+
+
+@pytest.mark.parametrize("held", ["slot", "blocks", "status"])
+def test_add_refuses_a_sequence_holding_a_slot_blocks_or_not_waiting(held):
+    sched, seq = make_scheduler(), make_seq("busy", 3)
+    if held == "slot":
+        seq.state_slot = 0
+    elif held == "blocks":
+        seq.block_table = [0]
+    else:
+        seq.status = SequenceStatus.RUNNING
+    with pytest.raises(ValueError, match="'busy' must be WAITING and hold no blocks or slot"):
+        sched.add(seq)
+
+
+def test_aborting_one_request_mid_step_still_advances_the_others():
+    sched = make_scheduler()
+    sched.add(make_seq("a", 3))
+    sched.add(make_seq("b", 3))
+    out = sched.schedule()
+    assert [seq.request_id for seq, _ in out.scheduled] == ["a", "b"]
+    sched.abort("a")
+    assert sched.postprocess(out, {"b": 5}) == [] and sched.requests["b"].completion_token_ids == [5]

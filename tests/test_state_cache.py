@@ -203,8 +203,27 @@ def test_invalid_arguments_are_named():
         StateCache([("gpu", 1), ("gpu", 2)], Mover())
     with pytest.raises(ValueError, match="tier 'host' has a negative"):
         StateCache([("gpu", 1), ("host", -1)], Mover())
-    with pytest.raises(ValueError, match="token_ids is empty"):
+    with pytest.raises(ValueError, match="^put: token_ids is empty; a snapshot must cover at least one token$"):
         make_cache().put([], "gpu:a", 1)
+    with pytest.raises(ValueError, match="^block_tokens must be >= 1, got 0$"):
+        make_cache(block_tokens=0)
+    with pytest.raises(ValueError, match="^put: nbytes must be >= 0, got -1$"):
+        make_cache().put([1], "gpu:a", -1)
+    assert make_cache().put([1], "gpu:a", 0).nbytes == 0, "a zero-byte snapshot is allowed"
+
+
+def test_stats_accumulate_over_matches_demotions_and_drops():
+    cache = make_cache(budgets=(100, 100, 50))
+    for i, name in enumerate("abcdefg"):
+        cache.put(toks(5, 10 * i), f"gpu:{name}", 40)
+    e = cache.get(toks(5, 50))
+    assert e.tier == "gpu"
+    assert cache.match(toks(9, 50)) == (e, 5) and cache.match(toks(7, 50)) == (e, 5)
+    assert cache.match([1, 2, 3]) == (None, 0) and cache.match([2, 3]) == (None, 0)
+    assert cache.match(toks(5, 50), max_len=5) == (e, 5), "match passes max_len on: the whole query may match"
+    stats = cache.stats()
+    assert (stats["hits"], stats["misses"], stats["reused_tokens"]) == (3, 2, 15)
+    assert (stats["num_demoted"], stats["num_dropped"]) == (len(cache.mover.calls) - 2, 2) == (8, 2)
 
 
 def test_scheduler_restores_from_kept_turns():
@@ -249,3 +268,36 @@ def test_put_files_a_handle_in_the_tier_it_lives_in():
     assert cache.mover.calls == [("host:b", "host", "disk")]
     with pytest.raises(ValueError, match="unknown tier"):
         cache.put(toks(3, 300), "x:d", 1, tier="nvme")
+
+
+def test_an_entry_exactly_at_the_budget_is_not_oversized_so_the_lru_one_goes_first():
+    cache = make_cache(budgets=(100, 1000, 1000))
+    cache.put(toks(5), "gpu:a", 30)
+    cache.put(toks(5, 10), "gpu:b", 100)
+    assert where(cache) == {"gpu": ["b"], "host": ["a"], "disk": []}
+
+
+def test_discarding_a_sharer_keeps_the_other_findable_and_discarding_all_leaves_no_index():
+    cache = make_cache(block_tokens=4)
+    a, b = cache.put(toks(9), "gpu:a", 1), cache.put(toks(10), "gpu:b", 1)
+    cache.discard(a)
+    assert cache.lookup(toks(12)) == (b, 10), "the blocks b shares with a are still indexed"
+    cache.discard(b)
+    assert cache.lookup(toks(12)) == (None, 0)
+    assert (cache.entries, cache.by_node, cache.node_refs) == ({}, {}, {}), "nothing of the index is left behind"
+
+
+def test_token_chain_grown_in_steps_gives_the_cache_own_hashes_and_a_wrong_chain_is_recomputed():
+    cache = make_cache(block_tokens=4)
+    grown = state_cache.TokenChain(block_tokens=4)
+    assert grown.extend_to(toks(3)).chain == [] and grown.extend_to(toks(11)).extend_to(toks(14)) is grown
+    whole = cache.put(toks(14), "gpu:a", 1)
+    assert list(grown.tokens) == toks(14) and grown.chain == whole.chain and len(grown.chain) == 3
+    tokens, chain = grown.prefix(9)
+    assert list(tokens) == toks(9) and chain == whole.chain[:2]
+    part = cache.put(tokens, "gpu:b", 1, chain=chain)
+    assert cache.lookup(toks(12)) == (part, 9) and cache.lookup(toks(12), chain=grown.chain) == (part, 9)
+    wrong = cache.put(toks(6, 100), "gpu:c", 1, chain=[])
+    assert cache.get(toks(6, 100)) is wrong and cache.lookup(toks(7, 100)) == (wrong, 6)
+    assert len(grown.extend_to(toks(16)).chain) == 4, "a block that ends exactly at the last token is hashed"
+    assert grown.chain == cache.put(toks(16), "gpu:d", 1).chain

@@ -283,6 +283,26 @@ def test_share_is_frozen_read_only_and_revocable(store, tmp_path):
         store.shared_session(expired)
 
 
+def test_a_default_share_carries_reasoning_and_can_carry_document_text(store, tmp_path):
+    alice = store.ensure_user("alice")
+    sid = build_rich_session(store, alice, tmp_path)
+    finish(store, alice, store.active_path(alice, sid)[-1]["id"], "Page 2 holds the outlook.", reasoning="Read p.2.")
+    view = store.shared_session(store.create_share(alice, sid, include_documents=True))
+    assert [m.get("reasoning") for m in view["messages"]][-1] == "Read p.2."
+    assert [sorted(d) for d in view["documents"]] == [["kind", "name", "num_tokens", "text"]]
+    assert view["documents"][0]["text"] == store.attachments(alice, sid, with_text=True)[0]["text"] != ""
+
+
+def test_update_session_writes_each_given_field(store):
+    alice = store.ensure_user("alice")
+    sid = store.create_session(alice, system_prompt="Cite pages.", settings={"max_tokens": 2048})["id"]
+    replay = store.get_session(alice, sid)["replay_thinking"]
+    updated = store.update_session(alice, sid, system_prompt="Be brief.", settings={"temperature": 0.5})
+    assert (updated["system_prompt"], updated["settings"], updated["replay_thinking"]) == \
+        ("Be brief.", {"temperature": 0.5}, replay)
+    assert store.get_session(alice, sid)["system_prompt"] == "Be brief."
+
+
 def test_budget_counts_the_texts_that_are_sent(store, tmp_path):
     alice = store.ensure_user("alice")
     sid = build_rich_session(store, alice, tmp_path)
