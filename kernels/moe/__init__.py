@@ -1,7 +1,8 @@
 """Fused MoE (M1's SiLU-gated experts, top-k routed) for bf16/fp32 activations with bf16 or int8 weights.
 
 `impl="torch"`: the reference loop of naive.py (CPU). `impl="triton"`: routing sorted by expert, then a grouped
-GEMM for prefill-sized batches and a weight-streaming GEMV for decode-sized ones (fused.py). Shapes in naive.py.
+GEMM for prefill-sized batches (fused.py) and, for T <= 64 tokens, the graph-capturable weight-streaming kernels of
+gemv.py (all selected experts per launch, SiLU*up fused, split-K). Shapes in naive.py.
 """
 import torch
 

@@ -4,8 +4,8 @@
    (torch ops, no host sync), so one program block of the grouped GEMM touches one expert only.
 2. Prefill-sized batches: `_grouped_gemm` — per block of slots, A rows gathered by slot, B the expert's
    [N, K] weight tile (int8 converted in registers), fp32 accumulation, fp32 per-row scale, optional routing weight.
-3. Decode-sized batches (few slots): `_slot_gemv` — one program per (slot, BLOCK_N rows) streams the expert's rows
-   once, a bandwidth-bound GEMV.
+3. Decode-sized batches (T <= gemv.MAX_TOKENS) go to gemv.py (fused SiLU, split-K, graph-capturable); the older
+   `_slot_gemv` below (one program per (slot, BLOCK_N rows)) is only reached by callers of `_expert_gemm`.
 Gate/up GEMM -> SiLU(gate) * up -> down GEMM (times routing weight) -> sum over the k slots of each token.
 """
 import torch
@@ -14,6 +14,8 @@ import triton
 import triton.language as tl
 
 from kernels.lightning.launch import as_kernel
+
+from . import gemv
 
 GEMV_MAX_SLOTS = 8  # up to batch 4 at top-2: each slot streams its expert's rows once
 PROGRAMS_WANTED = 512  # ~4 per SM of an H100
@@ -137,6 +139,8 @@ def _expert_gemm(a, w, scale, weights, ids, route, top_k, a_per_token, mul_weigh
 def triton_fused_moe(x, w13, w2, topk_weights, topk_ids, w13_scale=None, w2_scale=None) -> torch.Tensor:
     """Same contract as naive.fused_moe (shapes there); weights must be contiguous."""
     T, top_k = topk_ids.shape
+    if T <= gemv.MAX_TOKENS:
+        return gemv.moe_gemv(x, w13.contiguous(), w2.contiguous(), topk_weights, topk_ids, w13_scale, w2_scale)
     inter = w2.shape[-1]
     x, w13, w2 = x.contiguous(), w13.contiguous(), w2.contiguous()
     ids = topk_ids.flatten().to(torch.int32).contiguous()
