@@ -1,4 +1,7 @@
-"""Paged decode attention for M1's softmax layers: one new query token per sequence over a paged KV cache.
+"""Softmax attention over the paged KV cache: decode (one new query per sequence, decode.py) and chunked prefill
+(causal lower-right, prefill.py), each beside its PyTorch reference.
+
+Decode:
 
 Shapes (the engine's cache layout, engine/cache.py):
 - q            [N, H, D]  bf16 / fp16 / fp32, last dim contiguous;
@@ -17,8 +20,11 @@ tensors through Triton's interpreter).
 import torch
 
 from .naive import paged_decode_attention_ref
+from .naive_prefill import paged_prefill_attention_ref
+from .prefill import paged_prefill_attention
 
-__all__ = ["paged_decode_attention", "paged_decode_attention_ref"]
+__all__ = ["paged_decode_attention", "paged_decode_attention_ref", "paged_prefill_attention",
+           "paged_prefill_attention_ref"]
 
 FLOATS = (torch.bfloat16, torch.float16, torch.float32)
 
