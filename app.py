@@ -45,6 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="context window in tokens (default: the model's, 65,536 on CPU)")
     engine.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
     engine.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
+    engine.add_argument("--enforce-eager", action="store_true",
+                        help="no CUDA graphs for decode (they are captured at start-up by default on CUDA)")
     return ap.parse_args(argv)
 
 
@@ -114,7 +116,8 @@ def load_engine(args: argparse.Namespace):
     dtype = None if args.dtype == "auto" else args.dtype
     if args.backend != "m1":
         return load_other_backend(args, dtype)
-    llm = LLMEngine(args.model, device=args.device, dtype=dtype, args=EngineArgs(max_model_len=args.max_model_len),
+    llm = LLMEngine(args.model, device=args.device, dtype=dtype, args=EngineArgs(max_model_len=args.max_model_len,
+                                                                        enforce_eager=args.enforce_eager),
                     progress=progress, tensor_parallel_size=args.tensor_parallel_size,
                     quantization=args.quantization)
     print(f"model loaded in {time.perf_counter() - start:.1f} s on {llm.device} ({str(llm.dtype).split('.')[-1]}), "

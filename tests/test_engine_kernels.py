@@ -127,3 +127,10 @@ def test_step_buffers_slot_mapping_follows_the_block_table(torch_llm):
     assert ctx.slot_mapping.tolist() == cache.rows([7, 3], 260)[250:].tolist()
     assert ctx.seq_lens.tolist() == [260] and ctx.block_tables.tolist() == [[7, 3]] and ctx.bounds == [0, 10]
     assert ctx.positions.tolist() == list(range(250, 260)) and ids.tolist() == list(range(10))
+
+
+def test_enforce_eager_reaches_the_engine_args():
+    from app import parse_args
+    from engine.serving.llm_engine import EngineArgs
+    assert parse_args(["--enforce-eager"]).enforce_eager and not parse_args([]).enforce_eager
+    assert EngineArgs().enforce_eager is False and EngineArgs(enforce_eager=True).enforce_eager

@@ -43,10 +43,10 @@ class ModelRunner:
         self.last_bucket: int | None = None  # the bucket the last decode step ran in (None: unpadded)
 
     # --- graphs -------------------------------------------------------------------------------------------------
-    def capture_graphs(self, max_bucket: int) -> dict:
-        """Capture one decode graph per bucket up to `max_bucket`; {seconds, bytes, buckets}."""
+    def capture_graphs(self, max_bucket: int, only: list[int] | None = None) -> dict:
+        """Capture one decode graph per bucket up to `max_bucket` (or the buckets `only`); {seconds, bytes, buckets}."""
         graphs = DecodeGraphs()
-        buckets = [b for b in self.buckets if b <= max_bucket]
+        buckets = [b for b in self.buckets if b <= max_bucket and (only is None or b in only)]
         with torch.inference_mode():
             stats = graphs.capture(buckets, lambda b: self.decode_bufs.fill([], pad_to=b), self._logits, self.device)
         self.graphs = graphs

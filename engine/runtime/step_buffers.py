@@ -5,7 +5,8 @@ lengths, cu_seqlens and block tables.
 host-to-device copy, and spreads it into the buffers with a fixed number of device copies whatever the batch size or
 layer count. With `pad_to=B` the batch is padded to B rows that read nothing and write nowhere (seq_len 0, state
 slot -1, KV row = the cache's scratch row) and the context views the buffers' first B rows at full block-table
-width: the same tensors every time, which is what a captured CUDA graph replays.
+width: the same tensors every time, which is what a captured CUDA graph replays. Only the block-table columns the
+step's sequences use are copied; entries past a sequence's length are never read.
 """
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ class StepBuffers:
         """The step on the host: {field: int64 array}, padded to `pad_to` sequences."""
         bs, pad = self.block_size, (pad_to or len(items)) - len(items)
         lens = [len(it.new_tokens) for it in items] + [1] * pad
-        width = self.block_tables.shape[1] if pad_to else max(len(it.block_table) for it in items)
+        width = max([len(it.block_table) for it in items] + [1])  # a graph's view is wider; the rest is never read
         table = np.zeros((len(lens), width), dtype=np.int64)
         positions, rows = [], []
         for i, it in enumerate(items):
@@ -78,7 +79,8 @@ class StepBuffers:
         seq_lens = host["seq_lens"].tolist()
         ctx = ForwardContext(
             positions=self.positions[:T], cu_seqlens=self.cu_seqlens[:N + 1], state_slots=self.state_slots[:N],
-            slot_mapping=self.slot_mapping[:T], block_tables=self.block_tables[:N, :W], seq_lens=self.seq_lens[:N],
+            slot_mapping=self.slot_mapping[:T], block_tables=self.block_tables[:N, :None if pad_to else W],
+            seq_lens=self.seq_lens[:N],
             is_decode=T == N and all(it.past_len > 0 for it in items),
             bounds=host["cu_seqlens"].tolist(), seq_lens_host=seq_lens,
             max_seq_len=self.max_seq_len if pad_to else max(seq_lens), max_query_len=int(max(np.diff(host["cu_seqlens"]))),
