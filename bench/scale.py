@@ -14,7 +14,6 @@ TFLOP/s as shares of the bf16 peak measured in the same run; the projected full-
 prompt (formula in the JSON). Prints a table last and writes JSON to $OUT (or bench/results).
 """
 import argparse
-import dataclasses
 import json
 import os
 import sys
