@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+import traceback
 
 import torch
 import torch.distributed as dist
@@ -41,6 +42,7 @@ M1 = dict(architectures=["MiniMaxM1ForCausalLM"], hidden_size=6144, intermediate
 SMOKE = dict(hidden_size=128, intermediate_size=256, num_attention_heads=8, num_key_value_heads=4, head_dim=16,
              vocab_size=1024, rotary_dim=8)  # --smoke: this script's code path at toy width on CPU (torch kernels)
 BLOCK = 256
+START = time.perf_counter()
 DEV = "cuda"
 
 
@@ -201,7 +203,7 @@ def decode_rows(runner, model, all_layers, a, size, copy_bw) -> list[dict]:
         model.model.layers = all_layers[:L]
         cfg = m1_config(L, a.smoke)
         runner.graphs = None
-        graphs = runner.capture_graphs(64, only=a.batches) if DEV == "cuda" else None
+        graphs = timed_safe(lambda: runner.capture_graphs(64, only=a.batches)) if DEV == "cuda" else None
         if graphs:
             print(f"L={L}: graphs {graphs['buckets']} captured in {graphs['seconds']:.1f} s, "
                   f"{graphs['bytes'] / 2**20:.0f} MiB", flush=True)
@@ -220,25 +222,30 @@ def decode_rows(runner, model, all_layers, a, size, copy_bw) -> list[dict]:
     return rows
 
 
-def prefill_rows(runner, model, all_layers, a, rank, copy_bw) -> tuple[list[dict], dict]:
+def prefill_rows(runner, model, all_layers, a, rank, checkpoint=None) -> tuple[list[dict], dict]:
     """On a.prefill_layers layers: chunk sizes on the 128k prompt, then every prompt length with the best chunk,
     peak memory, a batch-1 decode step at 128k of context vs 256, and the softmax attention's own TFLOP/s."""
     L = a.prefill_layers
     model.model.layers = all_layers[:L]
     runner.graphs = None
     if DEV == "cuda":
-        runner.capture_graphs(1, only=[1])
+        timed_safe(lambda: runner.capture_graphs(1, only=[1]))
     rows, extra = [], {}
     sweep_len = min(a.prompts)
     best = None
     for chunk in a.chunk_sweep:
         t = timed_safe(lambda: run_prefill(runner, sweep_len, chunk, False)[0])
         rows.append({"test": f"L{L} prefill {sweep_len} chunk {chunk}", "seconds": t, "tok_s": t and sweep_len / t})
+        print(rows[-1], flush=True)
         if t and (best is None or t < best[0]):
             best = (t, chunk)
     chunk = best[1] if best else a.chunk
     extra["best_chunk"] = chunk
+    soft = next(l.self_attn for l in model.model.layers if not l.is_lightning)
     for length in a.prompts:
+        if length == max(a.prompts) and a.deadline and time.perf_counter() - START > a.deadline:
+            print(f"skipping the {length}-token prompt: past the {a.deadline} s deadline", flush=True)
+            continue
         if DEV == "cuda":
             torch.cuda.reset_peak_memory_stats()
         res = timed_safe(lambda: run_prefill(runner, length, chunk, rank == 0))
@@ -246,17 +253,21 @@ def prefill_rows(runner, model, all_layers, a, rank, copy_bw) -> tuple[list[dict
         peak = torch.cuda.max_memory_allocated() / 1e9 if DEV == "cuda" else None
         rows.append({"test": f"L{L} prefill {length}", "seconds": t, "tok_s": t and length / t, "peak_GB": peak,
                      "chunk": chunk})
+        print(rows[-1], flush=True)
         if t and length == sweep_len:  # batch-1 decode on top of this context, graphs on
-            ms = decode_from(runner, lambda i: [StepItem([13], length + i, 0, blocks)], a.steps) * 1e3
             far = [len(blocks) + 1, len(blocks) + 2]  # a 256-token context in two blocks past the prompt's
-            short = decode_from(runner, lambda i: [StepItem([13], 256 + i, 1, far)], a.steps) * 1e3
-            rows.append({"test": f"L{L} decode b=1 ctx {length}", "ms_per_step": ms, "tok_s": 1e3 / ms,
-                         "vs_ctx256": ms / short})
-            extra["decode_ctx256_ms"] = short
-    soft = next(l.self_attn for l in model.model.layers if not l.is_lightning)
-    for ctx in a.prompts:
-        extra[f"attention_chunk16k_ctx{ctx}"] = timed_safe(
-            lambda: attention_rate(soft, ctx, min(16384, ctx), sdpa=ctx <= 131072))
+            ms = timed_safe(lambda: decode_from(runner, lambda i: [StepItem([13], length + i, 0, blocks)], a.steps))
+            short = timed_safe(lambda: decode_from(runner, lambda i: [StepItem([13], 256 + i, 1, far)], a.steps))
+            if ms and short:
+                rows.append({"test": f"L{L} decode b=1 ctx {length}", "ms_per_step": ms * 1e3, "tok_s": 1 / ms,
+                             "vs_ctx256": ms / short, "ctx256_ms": short * 1e3})
+                print(rows[-1], flush=True)
+            for ctx in a.prompts:  # the attention kernel alone, before the longest prompt (bounded run time)
+                extra[f"attention_chunk16k_ctx{ctx}"] = timed_safe(
+                    lambda: attention_rate(soft, ctx, min(64 if a.smoke else 16384, ctx), sdpa=ctx <= 131072))
+                print(ctx, extra[f"attention_chunk16k_ctx{ctx}"], flush=True)
+        if checkpoint:
+            checkpoint(rows, extra)
     return rows, extra
 
 
@@ -296,16 +307,25 @@ def main_rank(rank: int, size: int, init_method: str | None, a) -> None:
     cache = ModelCache(local, max(a.batches) + 1, -(-rows_needed // BLOCK), BLOCK, torch.bfloat16, DEV)
     runner = ModelRunner(model, cache, DEV, max_num_seqs=max(a.batches), max_model_len=longest)
     copy_bw, peak = copy_ceiling(), bf16_peak()
-    run_decode(runner, 1, a.context, 3)  # warm-up: the first decode measured in a process ran ~6x slow
-    rows = decode_rows(runner, model, all_layers, a, size, copy_bw)
-    more, extra = prefill_rows(runner, model, all_layers, a, rank, copy_bw) if a.prompts else ([], {})
-    rows += more
-    extra["moe"] = bench_moe(model, copy_bw, peak, (1, 8) if a.smoke else (1, 8, 64, 8192, 16384))
     device = torch.cuda.get_device_name() if DEV == "cuda" else "cpu (smoke)"
     result = {"device": device, "gpus": size, "layers": a.layers, "prefill_layers": a.prefill_layers,
               "torch": torch.__version__, "copy_TBps": copy_bw / 1e12, "bf16_TFLOPs": peak / 1e12,
-              "allreduce_us": bench_allreduce(size), "rows": rows, "extra": extra}
-    result["projection_full_m1_8gpu_1M"] = projection(result, a)
+              "allreduce_us": bench_allreduce(size), "rows": [], "extra": {}}
+
+    def checkpoint(rows, extra):
+        result["rows"], result["extra"] = rows, {**result["extra"], **extra}
+        if rank == 0:
+            write_json(result, a.out)
+    timed_safe(lambda: run_decode(runner, 1, a.context, 3))  # warm-up: the first decode in a process ran ~6x slow
+    rows = decode_rows(runner, model, all_layers, a, size, copy_bw)
+    checkpoint(rows, {})
+    model.model.layers = all_layers[:a.prefill_layers]
+    moe = timed_safe(lambda: bench_moe(model, copy_bw, peak, (1, 8) if a.smoke else (1, 8, 64, 8192, 16384)))
+    checkpoint(rows, {"moe": moe or {}})
+    more, extra = prefill_rows(runner, model, all_layers, a, rank, lambda r, e: checkpoint(rows + r, e)) \
+        if a.prompts else ([], {})
+    checkpoint(rows + more, extra)
+    result["projection_full_m1_8gpu_1M"] = timed_safe(lambda: projection(result, a))
     if rank == 0:
         report(result, a.out)
     if size > 1:
@@ -313,21 +333,28 @@ def main_rank(rank: int, size: int, init_method: str | None, a) -> None:
 
 
 def timed_safe(fn):
-    """fn()'s seconds, or None when the GPU runs out of memory (reported, the run goes on)."""
+    """fn()'s result, or None when it fails (out of memory or any error: reported, the run goes on)."""
     try:
         return fn()
-    except torch.OutOfMemoryError as e:
-        print("out of memory:", str(e).splitlines()[0])
-        torch.cuda.empty_cache()
+    except Exception as e:  # noqa: BLE001 - one failed measurement must not lose the others
+        print(f"FAILED: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", flush=True)
+        traceback.print_exc()
+        if DEV == "cuda":
+            torch.cuda.empty_cache()
         return None
 
 
-def report(result: dict, out_dir: str) -> None:
+def write_json(result: dict, out_dir: str) -> str:
     os.makedirs(out_dir, exist_ok=True)
     card = "h200" if "H200" in result["device"] else "h100" if "H100" in result["device"] else "dev"
     path = os.path.join(out_dir, f"scale_{card}_tp{result['gpus']}.json")
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
+    return path
+
+
+def report(result: dict, out_dir: str) -> None:
+    path = write_json(result, out_dir)
     print(f"\n{result['device']} x{result['gpus']}, full-width layers {result['layers']}, int8 experts; copy "
           f"{result['copy_TBps']:.2f} TB/s, bf16 {result['bf16_TFLOPs']:.0f} TFLOP/s  ->  {path}")
     fmt = lambda v, f: "-" if v is None else format(v, f)
@@ -343,7 +370,7 @@ def report(result: dict, out_dir: str) -> None:
                 print(f"{name:<22}" + (f"{m:.3f} ms" if isinstance(m, float) else
                                        f"{m['ms']:.3f} ms, {m['copy_fraction']:.0%} of copy, "
                                        f"{m['TFLOPs']:.1f} TFLOP/s ({m['bf16_peak_fraction']:.0%} of bf16)"))
-        elif isinstance(v, dict):
+        elif isinstance(v, dict) and "TFLOPs" in v:
             print(f"{k:<34} {v['ms']:.1f} ms, {v['TFLOPs']:.0f} TFLOP/s ({v['TFLOPs'] / peak:.0%} of bf16)"
                   + (f"; SDPA {v['sdpa_TFLOPs']:.0f}" if "sdpa_TFLOPs" in v else ""))
         else:
@@ -362,6 +389,7 @@ def parse_args(argv=None):
     ap.add_argument("--chunk-sweep", type=int, nargs="*", default=[8192, 16384, 32768],
                     help="chunk sizes tried on the shortest prompt; the fastest runs the others")
     ap.add_argument("--busbw", type=float, default=350.0, help="assumed all-reduce bus bandwidth (GB/s), projection")
+    ap.add_argument("--deadline", type=float, default=0, help="seconds after which the longest prompt is skipped")
     ap.add_argument("--context", type=int, default=256, help="tokens of context before the decode steps")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--smoke", action="store_true", help="toy width on CPU (gloo), to check the script itself")

@@ -141,7 +141,8 @@ class LLMEngine:
         try:
             stats = self.workers.call_all("capture_graphs", GRAPH_MAX_BATCH)
         except Exception as e:  # noqa: BLE001 - any capture error: stay correct, eager
-            print(f"warning: CUDA graph capture failed ({str(e).strip().splitlines()[-1]}); decode runs eagerly")
+            why = (str(e).strip().splitlines() or [repr(e)])[-1]
+            print(f"warning: CUDA graph capture failed ({why}); decode runs eagerly")
             self.workers.call_all("drop_graphs")
             return None
         worst = max(stats, key=lambda s: s["bytes"])
