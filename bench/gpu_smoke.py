@@ -79,10 +79,11 @@ def greedy(llm, prompts, max_tokens):
 
 
 def three_ways(llm, prompts, max_tokens) -> dict:
-    """Greedy tokens with graph replay, with the same padded buckets run eagerly, and unpadded eager."""
-    runner, graphs = llm.runner, llm.runner.graphs
+    """Greedy tokens with graph replay, with the same padded buckets run eagerly (the engine's eager decode on CUDA),
+    and unpadded eager (kernels split reductions by batch size: bf16 greedy may drift from it on random weights)."""
+    runner, graphs, pad = llm.runner, llm.runner.graphs, llm.runner.pad_decode
     assert graphs is not None or CPU, "no CUDA graphs were captured"
-    runner.pad_decode = CPU  # the CPU dry run: padded eager stands in for the replay
+    runner.pad_decode = CPU or pad  # the CPU dry run: padded eager stands in for the replay
     replayed = greedy(llm, prompts, max_tokens)
     runner.graphs, runner.pad_decode = None, True
     try:
@@ -90,7 +91,7 @@ def three_ways(llm, prompts, max_tokens) -> dict:
         runner.pad_decode = False
         plain = greedy(llm, prompts, max_tokens)
     finally:
-        runner.graphs, runner.pad_decode = graphs, False
+        runner.graphs, runner.pad_decode = graphs, pad
     first_diff = next((i for i, (a, b) in enumerate(zip(replayed, plain)) if a != b), None)
     return {"graphs_eq_padded_eager": replayed == padded, "graphs_eq_eager": replayed == plain,
             "first_differing_seq": first_diff, "tokens": sum(map(len, replayed))}
@@ -102,7 +103,7 @@ def batches(llm, vocab, seed) -> dict:
         lens = [20 + 37 * i % 300 for i in range(B)]
         max_tokens = [8 + 5 * (i % 4) for i in range(B)]  # they finish at different steps
         out[f"b{B}"] = three_ways(llm, prompts_of(vocab, lens, seed + B), max_tokens)
-    out["ok"] = all(v["graphs_eq_padded_eager"] and v["graphs_eq_eager"] for v in out.values())
+    out["ok"] = all(v["graphs_eq_padded_eager"] for v in out.values())
     return out
 
 
@@ -123,7 +124,7 @@ def _():
               kv_cache_tokens=256 * 5, max_model_len=1024)
     out = three_ways(llm, prompts_of(2000, [150, 180, 200, 120, 160, 190], 7), [150, 120, 100, 140, 90, 130])
     out["preemptions"] = llm.engine.scheduler.num_preemptions
-    out["ok"] = out["graphs_eq_padded_eager"] and out["graphs_eq_eager"] and out["preemptions"] > 0
+    out["ok"] = out["graphs_eq_padded_eager"] and out["preemptions"] > 0
     return out
 
 

@@ -171,8 +171,11 @@ def decode_from(runner, items_at, steps: int) -> float:
 def run_decode(runner, batch: int, context: int, steps: int) -> float:
     per = -(-(context + 2 * steps + 4) // BLOCK)
     tables = [list(range(b * per, (b + 1) * per)) for b in range(batch)]
-    runner.run([StepItem([11] * context, 0, b, tables[b]) for b in range(batch)])
-    return decode_from(runner, lambda i: [StepItem([13], context + i, b, tables[b]) for b in range(batch)], steps)
+    g = torch.Generator().manual_seed(batch)  # distinct tokens per sequence: the batch routes to many experts
+    prompts = torch.randint(1000, 190000, (batch, context + steps + 2), generator=g).tolist()
+    runner.run([StepItem(prompts[b][:context], 0, b, tables[b]) for b in range(batch)])
+    return decode_from(runner, lambda i: [StepItem([prompts[b][context + i % (steps + 2)]], context + i, b, tables[b])
+                                          for b in range(batch)], steps)
 
 
 def attention_rate(layer, context: int, chunk: int, sdpa: bool = False) -> dict:

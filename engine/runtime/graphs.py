@@ -50,6 +50,7 @@ class DecodeGraphs:
     def capture(self, buckets: list[int], prepare, fn, device) -> dict:
         """Largest bucket first so the smaller ones reuse its memory pool. Returns {seconds, bytes, buckets}."""
         torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()  # torch.cuda.graph empties the cache itself: measure from the same baseline
         free_before, t0 = torch.cuda.mem_get_info(device)[0], time.perf_counter()
         pool = torch.cuda.graph_pool_handle()
         for b in sorted(buckets, reverse=True):

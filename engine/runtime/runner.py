@@ -1,8 +1,9 @@
 """The only place where sequences become tensors: packs a step's sequences, runs the model, returns logits.
 
 A step's inputs go into persistent device buffers (step_buffers.py) with one host-to-device copy. Decode steps on
-CUDA replay a captured graph of their batch-size bucket (graphs.py; `cuda_graphs=False` is `enforce_eager`);
-`pad_decode=True` runs the same padded buckets eagerly (the CPU twin of the replay bookkeeping).
+CUDA replay a captured graph of their batch-size bucket (graphs.py; none under `enforce_eager`); `pad_decode`
+(default on CUDA) runs the same padded buckets eagerly when no graph is there: on CPU it is the twin of the replay
+bookkeeping that tests exercise.
 
 A sequence with no past (`past_len == 0`) starts from a zero lightning state: the runner clears its slot, so under
 tensor parallelism every rank clears its own shard without a separate call."""
@@ -28,7 +29,7 @@ class StepItem:
 
 class ModelRunner:
     def __init__(self, model, cache: ModelCache, device, *, max_num_seqs: int = 32, max_model_len: int | None = None,
-                 pad_decode: bool = False):
+                 pad_decode: bool | None = None):
         self.model, self.cache, self.device = model, cache, torch.device(device)
         cache.bind(model)
         bs = cache.block_size
@@ -39,7 +40,9 @@ class ModelRunner:
                                        self.max_model_len, device)
         self.prefill_bufs: StepBuffers | None = None
         self.graphs: DecodeGraphs | None = None
-        self.pad_decode = pad_decode
+        # CUDA: eager decode runs the graphs' padded buckets too, so enforce_eager gives the graphs' tokens exactly
+        # (kernels split their reductions by batch size; padded eager == replay was measured bit for bit)
+        self.pad_decode = self.device.type == "cuda" if pad_decode is None else pad_decode
         self.last_bucket: int | None = None  # the bucket the last decode step ran in (None: unpadded)
 
     # --- graphs -------------------------------------------------------------------------------------------------
