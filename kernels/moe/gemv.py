@@ -2,7 +2,7 @@
 
 1. `_route_kernel` (one program): the T*k (token, expert) slots grouped by expert, each expert's run padded to
    BLOCK_M, as a table of blocks (slot ids, expert of each block; -1 = unused block). Replaces the argsort /
-   bincount / searchsorted chain (one launch, no host sync).
+   bincount / searchsorted chain (one launch, no host sync). At T == 1 every slot is a block of its own: no launch.
 2. `_gate_up_kernel`, grid (blocks, I / BLOCK_N, split): for the slots of one expert, the w1 and w3 rows of the same
    BLOCK_N intermediate columns are streamed once (int8 converted in registers, exact in bf16), dotted with the
    tokens' rows, scaled by the fp32 row scales, and SiLU(gate) * up is written: h [T*k, I] in the activation dtype,
@@ -20,8 +20,8 @@ from kernels.lightning.launch import as_kernel, num_sms
 
 MAX_TOKENS = 64          # decode-sized batches take this path
 BLOCK_M = 16             # slots per block (tl.dot's smallest M)
-PROGRAMS_PER_SM = 4      # split K until about this many programs stream weights per SM
-MIN_SPLIT_K = 1024       # ... but keep at least this much of K per split
+PROGRAMS_PER_SM = 8      # split K until about this many programs stream weights per SM
+MIN_SPLIT_K = 512        # ... but keep at least this much of K per split
 CONFIG = dict(BLOCK_N=64, BLOCK_K=128, num_warps=4, num_stages=4)  # tuned on an H200 (bench/decode_kernels.py)
 
 
@@ -47,7 +47,8 @@ def _route_kernel(ids_ptr, sorted_ptr, block_expert_ptr, S, E, BM: tl.constexpr,
     same_before = (ids[None, :] == ids[:, None]) & (o_s[None, :] < o_s[:, None])
     rank = tl.reduce(same_before.to(tl.int32), 1, _add)
     pos = tl.reduce(onehot * first[None, :], 1, _add) * BM + rank
-    tl.store(sorted_ptr + tl.arange(0, NBP * BM), tl.full([NBP * BM], S, tl.int32), mask=tl.arange(0, NBP * BM) < NB * BM)
+    o_p = tl.arange(0, NBP * BM)
+    tl.store(sorted_ptr + o_p, tl.full([NBP * BM], S, tl.int32), mask=o_p < NB * BM)
     tl.debug_barrier()
     tl.store(sorted_ptr + pos, o_s, mask=o_s < S)
     inside = (o_b[:, None] >= first[None, :]) & (o_b[:, None] < (first + blocks)[None, :])  # [NBP, EP]
@@ -64,15 +65,25 @@ def _dot(a, w, acc, DOT_F32: tl.constexpr):
 
 
 @triton.jit
-def _gate_up_kernel(x, w, scale, h, part, sorted_ptr, block_expert_ptr, S, N, K, s_xm, s_we, s_wn, s_se,
-                    TOP_K: tl.constexpr, HAS_SCALE: tl.constexpr, SPLIT: tl.constexpr, DOT_F32: tl.constexpr,
-                    BM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _block_slots(sorted_ptr, expert_ptr, b, S, BM: tl.constexpr, ONE_SLOT: tl.constexpr):
+    """(expert, slot ids [BM]) of block b; ONE_SLOT (T == 1): block b is slot b alone and expert_ptr the top-k ids."""
+    e = tl.load(expert_ptr + b).to(tl.int32)
+    if ONE_SLOT:
+        slot = tl.where(tl.arange(0, BM) == 0, b, S)
+    else:
+        slot = tl.load(sorted_ptr + b * BM + tl.arange(0, BM))
+    return e, slot
+
+
+@triton.jit
+def _gate_up_kernel(x, w, scale, h, part, sorted_ptr, block_expert_ptr, S, N, K, s_xm, s_we, s_wn, s_se, SPLIT,
+                    TOP_K: tl.constexpr, HAS_SCALE: tl.constexpr, FUSE_SILU: tl.constexpr, DOT_F32: tl.constexpr,
+                    ONE_SLOT: tl.constexpr, BM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """N = I (one half of w13's 2I rows); w1 row n and w3 row I + n go together."""
     b, i_n, i_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    e = tl.load(block_expert_ptr + b)
+    e, slot = _block_slots(sorted_ptr, block_expert_ptr, b, S, BM, ONE_SLOT)
     if e < 0:
         return
-    slot = tl.load(sorted_ptr + b * BM + tl.arange(0, BM))
     m_m = slot < S
     row = (slot // TOP_K).to(tl.int64)
     o_n = i_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -92,7 +103,7 @@ def _gate_up_kernel(x, w, scale, h, part, sorted_ptr, block_expert_ptr, S, N, K,
         acc_g = acc_g * tl.load(scale + e * s_se + o_n, mask=m_n, other=0.0)[None, :]
         acc_u = acc_u * tl.load(scale + e * s_se + N + o_n, mask=m_n, other=0.0)[None, :]
     m_out = m_m[:, None] & m_n[None, :]
-    if SPLIT == 1:
+    if FUSE_SILU:
         out = acc_g / (1.0 + tl.exp(-acc_g)) * acc_u
         tl.store(h + slot[:, None].to(tl.int64) * N + o_n[None, :], out.to(h.dtype.element_ty), mask=m_out)
     else:
@@ -102,7 +113,7 @@ def _gate_up_kernel(x, w, scale, h, part, sorted_ptr, block_expert_ptr, S, N, K,
 
 
 @triton.jit
-def _silu_mul_kernel(part, h, S, N, SPLIT: tl.constexpr, BLOCK: tl.constexpr):
+def _silu_mul_kernel(part, h, S, N, SPLIT, BLOCK: tl.constexpr):
     slot, i_n = tl.program_id(0), tl.program_id(1)
     o_n = i_n * BLOCK + tl.arange(0, BLOCK)
     m_n = o_n < N
@@ -116,14 +127,13 @@ def _silu_mul_kernel(part, h, S, N, SPLIT: tl.constexpr, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _down_kernel(h, w, scale, weights, part, sorted_ptr, block_expert_ptr, S, N, K, s_we, s_wn, s_se,
-                 HAS_SCALE: tl.constexpr, DOT_F32: tl.constexpr, BM: tl.constexpr, BLOCK_N: tl.constexpr,
-                 BLOCK_K: tl.constexpr, SPLIT: tl.constexpr):
+def _down_kernel(h, w, scale, weights, part, sorted_ptr, block_expert_ptr, S, N, K, s_we, s_wn, s_se, SPLIT,
+                 HAS_SCALE: tl.constexpr, DOT_F32: tl.constexpr, ONE_SLOT: tl.constexpr, BM: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     b, i_n, i_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    e = tl.load(block_expert_ptr + b)
+    e, slot = _block_slots(sorted_ptr, block_expert_ptr, b, S, BM, ONE_SLOT)
     if e < 0:
         return
-    slot = tl.load(sorted_ptr + b * BM + tl.arange(0, BM))
     m_m = slot < S
     o_n = i_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_n = o_n < N
@@ -143,7 +153,7 @@ def _down_kernel(h, w, scale, weights, part, sorted_ptr, block_expert_ptr, S, N,
 
 
 @triton.jit
-def _sum_slots_kernel(part, out, S, N, TOP_K: tl.constexpr, SPLIT: tl.constexpr, BLOCK: tl.constexpr):
+def _sum_slots_kernel(part, out, S, N, SPLIT, TOP_K: tl.constexpr, BLOCK: tl.constexpr):
     t, i_n = tl.program_id(0), tl.program_id(1)
     o_n = i_n * BLOCK + tl.arange(0, BLOCK)
     m_n = o_n < N
@@ -168,9 +178,10 @@ def route(topk_ids: torch.Tensor, num_experts: int, block_m: int = BLOCK_M):
 
 
 def choose_split(active_blocks: int, N: int, K: int, block_n: int, device) -> int:
-    """Split K (powers of two) while the grid has fewer than PROGRAMS_PER_SM programs per SM."""
+    """Split K (powers of two) while the grid has fewer than PROGRAMS_PER_SM programs per SM: with one or two waves
+    of programs the last wave's tail costs up to half the time (seen at T=1 on an H200)."""
     programs, split = active_blocks * -(-N // block_n), 1
-    while programs * split * 2 <= PROGRAMS_PER_SM * num_sms(device) and K // (split * 2) >= MIN_SPLIT_K:
+    while programs * split < PROGRAMS_PER_SM * num_sms(device) and K // (split * 2) >= MIN_SPLIT_K:
         split *= 2
     return split
 
@@ -187,7 +198,11 @@ def moe_gemv(x, w13, w2, topk_weights, topk_ids, w13_scale=None, w2_scale=None, 
     x, weights = x.contiguous(), topk_weights.reshape(-1).contiguous()
     interp = dev.type == "cpu"
     dot_f32 = interp or x.dtype == torch.float32
-    sorted_ids, block_expert = route(topk_ids, E)
+    one_slot = T == 1  # a token's top-k experts are distinct: every slot is a block of its own, no routing launch
+    if one_slot:
+        sorted_ids = block_expert = topk_ids.reshape(-1).contiguous()
+    else:
+        sorted_ids, block_expert = route(topk_ids, E)
     NB = block_expert.numel()
     active = min(NB, min(E, S))  # blocks that can be in use, known without looking at the ids
     s13, s2 = split or (choose_split(active, inter, H, bn, dev), choose_split(active, H, inter, bn, dev))
@@ -196,16 +211,17 @@ def moe_gemv(x, w13, w2, topk_weights, topk_ids, w13_scale=None, w2_scale=None, 
     dummy = h
     as_kernel(_gate_up_kernel, dev)[(NB, triton.cdiv(inter, bn), s13)](
         x, w13, w13_scale if w13_scale is not None else dummy, h, part13, sorted_ids, block_expert, S, inter, H,
-        x.stride(0), w13.stride(0), w13.stride(1), w13_scale.stride(0) if w13_scale is not None else 0,
-        TOP_K=top_k, HAS_SCALE=w13_scale is not None, SPLIT=s13, DOT_F32=dot_f32, BM=BLOCK_M, BLOCK_N=bn,
-        BLOCK_K=bk, **launch)
+        x.stride(0), w13.stride(0), w13.stride(1), w13_scale.stride(0) if w13_scale is not None else 0, s13,
+        TOP_K=top_k, HAS_SCALE=w13_scale is not None, FUSE_SILU=s13 == 1, DOT_F32=dot_f32, ONE_SLOT=one_slot,
+        BM=BLOCK_M, BLOCK_N=bn, BLOCK_K=bk, **launch)
     if s13 > 1:
-        as_kernel(_silu_mul_kernel, dev)[(S, triton.cdiv(inter, 1024))](part13, h, S, inter, SPLIT=s13, BLOCK=1024)
+        as_kernel(_silu_mul_kernel, dev)[(S, triton.cdiv(inter, 1024))](part13, h, S, inter, s13, BLOCK=1024)
     part2 = torch.empty(s2, S, H, dtype=torch.float32, device=dev)
     as_kernel(_down_kernel, dev)[(NB, triton.cdiv(H, bn), s2)](
         h, w2, w2_scale if w2_scale is not None else dummy, weights, part2, sorted_ids, block_expert, S, H, inter,
-        w2.stride(0), w2.stride(1), w2_scale.stride(0) if w2_scale is not None else 0,
-        HAS_SCALE=w2_scale is not None, DOT_F32=dot_f32, BM=BLOCK_M, BLOCK_N=bn, BLOCK_K=bk, SPLIT=s2, **launch)
+        w2.stride(0), w2.stride(1), w2_scale.stride(0) if w2_scale is not None else 0, s2,
+        HAS_SCALE=w2_scale is not None, DOT_F32=dot_f32, ONE_SLOT=one_slot, BM=BLOCK_M, BLOCK_N=bn,
+        BLOCK_K=bk, **launch)
     out = torch.empty(T, H, dtype=torch.float32 if interp else x.dtype, device=dev)
-    as_kernel(_sum_slots_kernel, dev)[(T, triton.cdiv(H, 1024))](part2, out, S, H, TOP_K=top_k, SPLIT=s2, BLOCK=1024)
+    as_kernel(_sum_slots_kernel, dev)[(T, triton.cdiv(H, 1024))](part2, out, S, H, s2, TOP_K=top_k, BLOCK=1024)
     return out.to(x.dtype)  # the interpreter truncates fp32 -> bf16; torch rounds to nearest
