@@ -82,3 +82,17 @@ def test_bad_shapes_are_named():
         fused_moe(x[:, :8], w13, w2, weights, ids, s13, s2)
     with pytest.raises(ValueError, match="need their scales"):
         fused_moe(x, w13, w2, weights, ids)
+
+
+@pytest.mark.parametrize("swap", [False, True], ids=["a-left", "w-left"])
+@pytest.mark.parametrize("int8", [True, False], ids=["int8", "bf16"])
+def test_prefill_tiles_both_orientations_uneven_k(monkeypatch, swap, int8):
+    """The prefill grouped GEMM (small stand-in tiles): both operand orders, K not a multiple of BLOCK_K (the down
+    GEMM's K=40 with BLOCK_K 32), N not a multiple of BLOCK_N, several row blocks per expert and GROUP_M groups."""
+    from kernels.moe import fused
+    monkeypatch.setattr(fused, "SMALL_MAX_SLOTS", 0)
+    tiles = (16, 32, 32, 4, 3, swap, 2)
+    monkeypatch.setitem(fused.PREFILL_TILES, "int8" if int8 else "bf16", tiles)
+    args = make(70, H=64, I=40, E=5, k=2, dtype=torch.bfloat16, int8=int8, seed=7)
+    assert fused.gemm_tiles(140, int8) == tiles
+    assert rel_err(fused_moe(*args, impl="triton"), naive.fused_moe(*args)) <= TOL[torch.bfloat16]

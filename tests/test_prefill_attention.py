@@ -51,7 +51,8 @@ def check(args, dtype, **kw):
 @pytest.mark.parametrize("block_size", [4, 16, 32], ids=lambda b: f"bs{b}")
 def test_ragged_sequences_gqa_and_block_sizes(group, block_size):
     # whole context, a chunk starting mid-block, a short chunk at the end of a longer prefix, one query
-    args = make([37, 21, 5, 1], [37, 50, 69, 23], H=2 * group, KVH=2, D=32, block_size=block_size,
+    kvh = 1 if group == 8 else 2  # keeps the interpreter's program count down
+    args = make([37, 21, 5, 1], [37, 50, 69, 23], H=kvh * group, KVH=kvh, D=32, block_size=block_size,
                 dtype=torch.float32, seed=group * 100 + block_size)
     check(args, torch.float32)
 

@@ -18,9 +18,9 @@ import triton.language as tl
 from kernels.lightning.launch import as_kernel
 
 LOG2E = 1.4426950408889634
-# (BLOCK_M, BLOCK_N, num_warps, num_stages) per head_dim on the GPU; the CPU interpreter takes small tiles so short
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) per head_dim on the GPU (D=128 swept on an H200: bench/README.md); the CPU interpreter takes small tiles so short
 # test sequences still cross several tiles, partial tiles and the diagonal.
-GPU_CONFIG = {128: (128, 64, 8, 3), 64: (128, 64, 4, 3), 32: (128, 64, 4, 3), 16: (64, 64, 4, 3)}
+GPU_CONFIG = {128: (128, 128, 8, 3), 64: (128, 64, 4, 3), 32: (128, 64, 4, 3), 16: (64, 64, 4, 3)}
 CPU_CONFIG = (16, 8, 1, 1)
 
 
@@ -90,7 +90,7 @@ def _tile(q, acc, m_i, l_i, k_base, v_base, bt_ptr, j0, L, pos, stride_kr, qk_sc
 def _prefill_kernel(q_ptr, k_ptr, v_ptr, o_ptr, bt_ptr, cu_ptr, lens_ptr, qk_scale, num_m_blocks,
                     stride_qt, stride_qh, stride_ot, stride_oh, stride_kr, stride_kh, stride_bt,
                     GROUP: tl.constexpr, D: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_M: tl.constexpr,
-                    BLOCK_N: tl.constexpr, INTERP: tl.constexpr):
+                    BLOCK_N: tl.constexpr, TILE_IN_BLOCK: tl.constexpr, INTERP: tl.constexpr):
     h, b = tl.program_id(0), tl.program_id(2)
     i_m = num_m_blocks - 1 - tl.program_id(1)  # longest query blocks first
     q_lo = tl.load(cu_ptr + b)
@@ -112,7 +112,6 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, o_ptr, bt_ptr, cu_ptr, lens_ptr, qk_sca
     acc = tl.full((BLOCK_M, D), 0.0, tl.float32)
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     l_i = tl.full((BLOCK_M,), 0.0, tl.float32)
-    TILE_IN_BLOCK: tl.constexpr = BLOCK_SIZE % BLOCK_N == 0
     full_hi = (L - n + m0 + 1) // BLOCK_N * BLOCK_N  # keys below this are visible to every row of the block
     for j0 in range(0, full_hi, BLOCK_N):
         acc, m_i, l_i = _tile(q, acc, m_i, l_i, k_base, v_base, bt, j0, L, pos, stride_kr, qk_scale, False,
@@ -172,5 +171,5 @@ def paged_prefill_attention(q, k_cache, v_cache, block_tables, cu_seqlens_q, seq
         q, k_cache, v_cache, out, block_tables, cu_seqlens_q, seq_lens_k, float(scale) * LOG2E, num_m_blocks,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1), k_cache.stride(0), k_cache.stride(1),
         block_tables.stride(0), GROUP=H // k_cache.shape[1], D=D, BLOCK_SIZE=block_size, BLOCK_M=BLOCK_M,
-        BLOCK_N=BLOCK_N, INTERP=q.device.type == "cpu", num_warps=warps, num_stages=stages)
+        BLOCK_N=BLOCK_N, TILE_IN_BLOCK=block_size % BLOCK_N == 0, INTERP=q.device.type == "cpu", num_warps=warps, num_stages=stages)
     return out

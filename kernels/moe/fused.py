@@ -3,7 +3,9 @@
 1. `align`: the T*k (token, expert) slots sorted by expert, each expert's run padded to a multiple of BLOCK_M
    (torch ops, no host sync), so one program block of the grouped GEMM touches one expert only.
 2. Prefill-sized batches: `_grouped_gemm` — per block of slots, A rows gathered by slot, B the expert's
-   [N, K] weight tile (int8 converted in registers), fp32 accumulation, fp32 per-row scale, optional routing weight.
+   [N, K] weight tile (int8 converted to bf16 in registers), fp32 accumulation, fp32 per-row scale, optional routing
+   weight. 128-row blocks; programs ordered so GROUP_M row blocks sweep the columns together (weights and A rows
+   reused from L2); SWAP (off by default) computes W @ A^T instead, the converted weight tile as the left operand.
 3. Decode-sized batches (T <= gemv.MAX_TOKENS) go to gemv.py (fused SiLU, split-K, graph-capturable); the older
    `_slot_gemv` below (one program per (slot, BLOCK_N rows)) is only reached by callers of `_expert_gemm`.
 Gate/up GEMM -> SiLU(gate) * up -> down GEMM (times routing weight) -> sum over the k slots of each token.
@@ -19,6 +21,11 @@ from . import gemv
 
 GEMV_MAX_SLOTS = 8  # up to batch 4 at top-2: each slot streams its expert's rows once
 PROGRAMS_WANTED = 512  # ~4 per SM of an H100
+SMALL_MAX_SLOTS = 1024  # up to here the grouped GEMM takes 16-row blocks (little padding per expert)
+SMALL_TILES = (16, 64, 64, 4, 3, False, 8)
+# prefill-sized batches: 128-row blocks (wgmma-sized), weight tiles shared by GROUP_M row blocks in flight; the best of
+# the H200 sweep in bench/README.md (the swapped int8 product measured no faster there, so it is off by default)
+PREFILL_TILES = {"int8": (128, 128, 64, 8, 4, False, 8), "bf16": (128, 256, 64, 8, 3, False, 8)}
 
 
 def align(topk_ids: torch.Tensor, num_experts: int, block_m: int):
@@ -51,39 +58,76 @@ def _add(a, b):
 
 
 @triton.jit
+def _tile_order(pid, num_m_blocks, num_n, GROUP_M: tl.constexpr):
+    """(row block, column block) of program `pid`: GROUP_M row blocks (one or two experts) sweep all column blocks
+    together, the row block fastest, so the running programs share their experts' weight tiles and A rows in L2."""
+    per_group = GROUP_M * num_n
+    first_m = pid // per_group * GROUP_M
+    group_m = tl.minimum(num_m_blocks - first_m, GROUP_M)
+    return first_m + (pid % per_group) % group_m, (pid % per_group) // group_m
+
+
+@triton.jit
 def _grouped_gemm(a_ptr, b_ptr, c_ptr, scale_ptr, w_ptr, sorted_ptr, expert_ptr, used_ptr,
-                  N, K, num_slots, stride_am, stride_be, stride_bn, stride_cm, stride_se,
+                  N, K, num_slots, num_m_blocks, stride_am, stride_be, stride_bn, stride_cm, stride_se,
                   TOP_K: tl.constexpr, A_PER_TOKEN: tl.constexpr, HAS_SCALE: tl.constexpr, MUL_WEIGHT: tl.constexpr,
-                  IS_FP32: tl.constexpr, INTERP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                  BLOCK_K: tl.constexpr):
-    i_m, i_n = tl.program_id(0), tl.program_id(1)
+                  IS_FP32: tl.constexpr, INTERP: tl.constexpr, SWAP: tl.constexpr, EVEN_K: tl.constexpr,
+                  GROUP_M: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """C[slots of one row block, BLOCK_N columns]. SWAP computes the transposed tile W @ A^T so the (int8) weight
+    tile, converted in registers, is the left operand: Hopper's wgmma reads its left operand from registers, the
+    right one from shared memory, which saves the converted tile a round trip through shared memory."""
+    i_m, i_n = _tile_order(tl.program_id(0), num_m_blocks, (N + BLOCK_N - 1) // BLOCK_N, GROUP_M)
     if i_m * BLOCK_M >= tl.load(used_ptr):
         return
     e = tl.load(expert_ptr + i_m).to(tl.int64)
     o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
     slot = tl.load(sorted_ptr + o_m)
     m_m = slot < num_slots
-    row = slot // TOP_K if A_PER_TOKEN else slot
+    if A_PER_TOKEN:
+        row = (slot // TOP_K).to(tl.int64)
+    else:
+        row = slot.to(tl.int64)
     o_n = i_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_n = o_n < N
-    b_acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
+    o_nc = tl.minimum(o_n, N - 1).to(tl.int64)  # clamped: weight loads need no mask on N
+    p_a = a_ptr + row * stride_am
+    p_b = b_ptr + e * stride_be + o_nc * stride_bn
+    if SWAP:
+        acc = tl.full((BLOCK_N, BLOCK_M), 0.0, tl.float32)
+    else:
+        acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
     for k0 in range(0, K, BLOCK_K):
         o_k = k0 + tl.arange(0, BLOCK_K)
-        m_k = o_k < K
-        b_a = tl.load(a_ptr + row[:, None].to(tl.int64) * stride_am + o_k[None, :], mask=m_m[:, None] & m_k[None, :],
-                      other=0.0)
-        b_b = tl.load(b_ptr + e * stride_be + o_n[None, :].to(tl.int64) * stride_bn + o_k[:, None],
-                      mask=m_k[:, None] & m_n[None, :], other=0)
-        if IS_FP32 or INTERP:  # the interpreter multiplies bf16 bit patterns as integers (Triton 3.9): go fp32
-            b_acc = tl.dot(b_a.to(tl.float32), b_b.to(tl.float32), b_acc, input_precision="ieee")
+        if SWAP:
+            if EVEN_K:
+                b_a = tl.load(p_a[None, :] + o_k[:, None], mask=m_m[None, :], other=0.0)  # [BLOCK_K, BLOCK_M]
+                b_b = tl.load(p_b[:, None] + o_k[None, :])  # [BLOCK_N, BLOCK_K]
+            else:
+                b_a = tl.load(p_a[None, :] + o_k[:, None], mask=m_m[None, :] & (o_k < K)[:, None], other=0.0)
+                b_b = tl.load(p_b[:, None] + o_k[None, :], mask=(o_k < K)[None, :], other=0)
+            if IS_FP32 or INTERP:  # the interpreter multiplies bf16 bit patterns as integers (Triton 3.9): go fp32
+                acc = tl.dot(b_b.to(tl.float32), b_a.to(tl.float32), acc, input_precision="ieee")
+            else:
+                acc = tl.dot(b_b.to(b_a.dtype), b_a, acc)
         else:
-            b_acc = tl.dot(b_a, b_b.to(tl.float32).to(b_a.dtype), b_acc)
+            if EVEN_K:
+                b_a = tl.load(p_a[:, None] + o_k[None, :], mask=m_m[:, None], other=0.0)  # [BLOCK_M, BLOCK_K]
+                b_b = tl.load(p_b[None, :] + o_k[:, None])  # [BLOCK_K, BLOCK_N]
+            else:
+                b_a = tl.load(p_a[:, None] + o_k[None, :], mask=m_m[:, None] & (o_k < K)[None, :], other=0.0)
+                b_b = tl.load(p_b[None, :] + o_k[:, None], mask=(o_k < K)[:, None], other=0)
+            if IS_FP32 or INTERP:
+                acc = tl.dot(b_a.to(tl.float32), b_b.to(tl.float32), acc, input_precision="ieee")
+            else:
+                acc = tl.dot(b_a, b_b.to(b_a.dtype), acc)
+    if SWAP:
+        acc = tl.trans(acc)
     if HAS_SCALE:
-        b_acc = b_acc * tl.load(scale_ptr + e * stride_se + o_n, mask=m_n, other=0.0)[None, :]
+        acc = acc * tl.load(scale_ptr + e * stride_se + o_n, mask=m_n, other=0.0)[None, :]
     if MUL_WEIGHT:
-        b_acc = b_acc * tl.load(w_ptr + slot, mask=m_m, other=0.0).to(tl.float32)[:, None]
+        acc = acc * tl.load(w_ptr + slot, mask=m_m, other=0.0).to(tl.float32)[:, None]
     p_c = c_ptr + slot[:, None].to(tl.int64) * stride_cm + o_n[None, :]
-    tl.store(p_c, b_acc.to(c_ptr.dtype.element_ty), mask=m_m[:, None] & m_n[None, :])
+    tl.store(p_c, acc.to(c_ptr.dtype.element_ty), mask=m_m[:, None] & m_n[None, :])
 
 
 @triton.jit
@@ -125,15 +169,25 @@ def _expert_gemm(a, w, scale, weights, ids, route, top_k, a_per_token, mul_weigh
                                               w.stride(1), c.stride(0), scale.stride(0), BLOCK_N=BLOCK_N,
                                               BLOCK_K=BLOCK_K, **common)
         return c
-    sorted_ids, block_expert, used, block_m = route
-    BLOCK_N, BLOCK_K, warps = (64, 64, 4) if block_m <= 16 else (128, 64, 8)
-    grid = (block_expert.numel(), triton.cdiv(N, BLOCK_N))
+    sorted_ids, block_expert, used, tiles = route
+    block_m, BLOCK_N, BLOCK_K, warps, stages, swap, group_m = tiles
+    num_m_blocks = block_expert.numel()
+    grid = (num_m_blocks * triton.cdiv(N, BLOCK_N),)
     as_kernel(_grouped_gemm, a.device)[grid](a, w, c, scale, weights, sorted_ids, block_expert, used, N, K,
-                                             num_slots, a.stride(0), w.stride(0), w.stride(1), c.stride(0),
-                                             scale.stride(0), IS_FP32=a.dtype == torch.float32,
-                                             INTERP=a.device.type == "cpu", BLOCK_M=block_m,
-                                             BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=warps, **common)
+                                             num_slots, num_m_blocks, a.stride(0), w.stride(0), w.stride(1),
+                                             c.stride(0), scale.stride(0), IS_FP32=a.dtype == torch.float32,
+                                             INTERP=a.device.type == "cpu", SWAP=swap, EVEN_K=K % BLOCK_K == 0,
+                                             GROUP_M=group_m, BLOCK_M=block_m, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K,
+                                             num_warps=warps, num_stages=stages, **common)
     return c
+
+
+def gemm_tiles(num_slots: int, int8: bool) -> tuple:
+    """(block_m, BLOCK_N, BLOCK_K, num_warps, num_stages, SWAP, GROUP_M) of the grouped GEMM for `num_slots` routed
+    (token, expert) slots."""
+    if num_slots <= SMALL_MAX_SLOTS:
+        return SMALL_TILES
+    return PREFILL_TILES["int8" if int8 else "bf16"]
 
 
 def triton_fused_moe(x, w13, w2, topk_weights, topk_ids, w13_scale=None, w2_scale=None) -> torch.Tensor:
@@ -146,10 +200,12 @@ def triton_fused_moe(x, w13, w2, topk_weights, topk_ids, w13_scale=None, w2_scal
     ids = topk_ids.flatten().to(torch.int32).contiguous()
     weights = topk_weights.flatten().contiguous()
     route = None
-    if ids.numel() > GEMV_MAX_SLOTS:
-        block_m = 16 if T * top_k <= 1024 else 64
-        route = (*align(topk_ids, w13.shape[0], block_m), block_m)
-    gate_up = _expert_gemm(x, w13, w13_scale, weights, ids, route, top_k, True, False, torch.float32)
+    if ids.numel() > GEMV_MAX_SLOTS:  # sorted once, shared by both GEMMs
+        tiles = gemm_tiles(ids.numel(), w13.dtype == torch.int8)
+        route = (*align(topk_ids, w13.shape[0], tiles[0]), tiles)
+    # prefill: gate/up written in x.dtype (as the reference rounds it; half the bytes); decode keeps fp32
+    gate_up = _expert_gemm(x, w13, w13_scale, weights, ids, route, top_k, True, False,
+                           torch.float32 if route is None else x.dtype)
     h = (F.silu(gate_up[:, :inter]) * gate_up[:, inter:]).to(x.dtype)
     y = _expert_gemm(h, w2, w2_scale, weights, ids, route, top_k, False, True, torch.float32)
     return y.view(T, top_k, -1).sum(1).to(x.dtype)
