@@ -11,7 +11,7 @@ os.environ["TRITON_INTERPRET"] = "1"
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from engine.quant import quantize_rows  # noqa: E402
+from engine.model.quant import quantize_rows  # noqa: E402
 from kernels.moe import fused_moe, naive  # noqa: E402
 from kernels.moe.gemv import BLOCK_M, moe_gemv, route  # noqa: E402
 
