@@ -60,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     engine.add_argument("--max-num-seqs", type=int, default=32, help="requests run at once (more wait)")
     engine.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
     engine.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
+    engine.add_argument("--enforce-eager", action="store_true",
+                        help="no CUDA graphs for decode (they are captured at start-up by default on CUDA)")
     engine.add_argument("--state-disk-gb", type=float, default=8.0,
                         help="disk tier of the saved model states, under DATA_DIR/states, kept across restarts "
                              "(size cap in GB; 0 disables it)")
@@ -201,6 +203,7 @@ def engine_args(args: argparse.Namespace, replicas: bool = False) -> dict:
     disk_bytes = 0 if replicas else int(max(args.state_disk_gb, 0) * (1 << 30))
     return {"max_model_len": args.max_model_len, "kv_cache_tokens": args.kv_cache_tokens,
             "max_num_seqs": args.max_num_seqs, "shared_state_dir": args.state_dir, "disk_state_bytes": disk_bytes,
+            "enforce_eager": args.enforce_eager,
             "disk_state_dir": str(Path(args.data_dir) / "states") if disk_bytes else None}
 
 

@@ -1,6 +1,6 @@
 """Serving-engine benchmark on one GPU: full M1 layer width, random bf16 weights, a few layers.
 
-    python bench/engine.py [--layers 4] [--quick]
+    python bench/engine.py [--layers 4] [--quick] [--decode-only]
 
 Measures our engine's prefill tok/s (8k/32k/128k), decode tok/s (batch 1/8/64) and the follow-up-turn TTFT with
 state reuse vs re-prefill (32k/128k of history), then transformers' MiniMaxForCausalLM on the same weights with the
@@ -25,6 +25,7 @@ from engine.model.tiny import hf_config, official_config  # noqa: E402
 from engine.text.tokenizer import write_tokenizer_files  # noqa: E402
 
 QUICK = "--quick" in sys.argv
+DECODE_ONLY = "--decode-only" in sys.argv  # decode (graphs and eager) vs transformers' batch-1 decode only
 LAYERS = int(sys.argv[sys.argv.index("--layers") + 1]) if "--layers" in sys.argv else 4
 FULL = dict(hidden_size=6144, intermediate_size=9216, num_hidden_layers=LAYERS, num_attention_heads=64, head_dim=128,
             num_key_value_heads=8, rotary_dim=64, num_local_experts=32, num_experts_per_tok=2, softmax_every=10 ** 9)
@@ -97,37 +98,48 @@ def profile(eng):
         print(f"== {name}\n" + prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60))
 
 
+def decode_step_time(eng, B: int) -> float:
+    """Seconds per decode step of B sequences (128-token prompts, 40 tokens; steps 5.. timed)."""
+    for i in range(B):
+        eng.add_request(rand_prompt(128, 10 + i), SamplingParams(temperature=0, max_tokens=40, ignore_eos=True))
+    while any(s.num_computed_tokens < s.num_prompt_tokens for s in eng.scheduler.requests.values()):
+        eng.step()
+    steps, t0 = 0, None
+    while eng.has_unfinished:
+        if steps == 5:
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+        eng.step()
+        steps += 1
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / (steps - 5)
+
+
 def bench_ours(d, res):
     worker_mod.load_weights = random_load
     eng = LLMEngine(d, device=DEV, dtype="bfloat16", args=EngineArgs(
         max_model_len=140_000, max_num_seqs=64, max_num_batched_tokens=16384, prefill_chunk_size=16384,
         kv_cache_tokens=300_000))
-    warm = rand_prompt(512 if SMOKE else 20000, 0)
+    warm = rand_prompt(512 if SMOKE else 2048 if DECODE_ONLY else 20000, 0)
     run_request(eng, warm, 4)  # warm up: first chunk, carried-state chunk, decode
     run_request(eng, warm + rand_prompt(64, 1), 1)  # and a restored follow-up (short chunk with a carried state)
     if "--profile" in sys.argv:
         profile(eng)
-    for T in ([512] if SMOKE else [8192] if QUICK else [8192, 32768, 131072]):
+    for T in ([] if DECODE_ONLY else [512] if SMOKE else [8192] if QUICK else [8192, 32768, 131072]):
         secs, _ = sync_time(lambda: run_request(eng, rand_prompt(T, T), 1))
         res["ours"][f"prefill_tok_s_{T}"] = T / secs
         print(f"ours prefill {T}: {T / secs:,.0f} tok/s", flush=True)
+    graphs = eng.runner.graphs
     for B in [1, 8, 64]:
-        ids = [eng.add_request(rand_prompt(128, 10 + i), SamplingParams(temperature=0, max_tokens=40, ignore_eos=True))
-               for i in range(B)]
-        while any(s.num_computed_tokens < s.num_prompt_tokens for s in eng.scheduler.requests.values()):
-            eng.step()
-        steps, t0 = 0, None
-        while eng.has_unfinished:
-            if steps == 5:
-                torch.cuda.synchronize()
-                t0 = time.perf_counter()
-            eng.step()
-            steps += 1
-        torch.cuda.synchronize()
-        per_step = (time.perf_counter() - t0) / (steps - 5)
-        res["ours"][f"decode_tok_s_b{B}"] = B / per_step
-        print(f"ours decode B={B}: {B / per_step:,.1f} tok/s ({per_step * 1e3:.2f} ms/step)", flush=True)
-    for H in ([1024] if SMOKE else [32768] if QUICK else [32768, 131072]):
+        for mode in ("graphs", "eager") if graphs else ("eager",):
+            eng.runner.graphs = graphs if mode == "graphs" else None
+            per_step = decode_step_time(eng, B)
+            key = f"decode_tok_s_b{B}" + ("" if mode == "graphs" or not graphs else "_eager")
+            res["ours"][key] = B / per_step
+            print(f"ours decode B={B} {mode}: {B / per_step:,.1f} tok/s ({per_step * 1e3:.2f} ms/step)", flush=True)
+    eng.runner.graphs = graphs
+    res["ours"]["graph_stats"] = eng.graph_stats
+    for H in ([] if DECODE_ONLY else [1024] if SMOKE else [32768] if QUICK else [32768, 131072]):
         history = rand_prompt(H, 99 + H)
         run_request(eng, history, 8)
         follow = history + rand_prompt(64, 7)
@@ -177,7 +189,7 @@ def bench_transformers(d, res):
             for a, b in names.items():
                 ours = ours.replace(a, b)
             seeded_fill(ours, p.data)  # same values as our engine's parameter of that name
-    for T in ([512] if SMOKE else [8192, 32768]):
+    for T in ([] if DECODE_ONLY else [512] if SMOKE else [8192, 32768]):
         try:
             ids = torch.tensor([rand_prompt(T, T)], device=DEV)
             with torch.no_grad():
@@ -209,7 +221,8 @@ def main():
         res["transformers"]["error"] = repr(e)[:400]
         print("transformers failed:", repr(e)[:400])
     out = os.environ.get("OUT") or os.path.join(os.path.dirname(__file__), "results")
-    json.dump(res, open(os.path.join(out, "engine_h100.json" if "H100" in res["device"] else "engine.json"), "w"), indent=2)
+    card = "h100" if "H100" in res["device"] else "h200" if "H200" in res["device"] else "dev"
+    json.dump(res, open(os.path.join(out, f"engine_{card}{'_decode' if DECODE_ONLY else ''}.json"), "w"), indent=2)
     print(json.dumps(res, indent=2))
 
 

@@ -1,21 +1,24 @@
 """Full-width M1 (hidden 6144, 64 heads, 32 experts of 9216, int8 experts, random weights) on 1..N GPUs.
 
-    python bench/scale.py --layers auto                         # 1 GPU, as many layers as fit
-    python bench/scale.py --tp 2 --layers auto                  # our own spawner (one process per GPU, NCCL)
-    torchrun --nproc-per-node 4 bench/scale.py --layers auto    # or torchrun
-    python bench/scale.py --tp 4 --layers 80 --prompts 8192 1048576 --batches 1   # full model on 4xH200
+    python bench/scale.py                                   # 1 GPU: decode at 8 and 16 layers, prefill on 8
+    python bench/scale.py --tp 2                            # our own spawner (one process per GPU, NCCL)
+    torchrun --nproc-per-node 4 bench/scale.py              # or torchrun
+    python bench/scale.py --smoke --layers 8 --prompts 512 1024 --chunk-sweep 256 512 --batches 1 2   # CPU dry run
 
-Measures decode tokens/s (batch 1/8/64) and chunked prefill tokens/s (8k, 128k) through the engine's ModelRunner,
-against the weight-bandwidth floor (bytes each decode step must read / the measured copy ceiling), plus the int8 MoE
-kernel's share of the copy ceiling (decode) and of bf16 peak (prefill) on one layer, and the all-reduce latency.
-Prints a table last and writes JSON to $OUT (or bench/results).
+One model of max(--layers) layers (a layer every 8th softmax, the rest lightning), run through the engine's
+ModelRunner with fewer layers by cutting its layer list. Measures, warm: decode ms/step at each batch with the decode
+CUDA graphs and eagerly, side by side, against the weight-bandwidth floor (bytes a step must read / the measured copy
+ceiling); prefill seconds of each prompt on --prefill-layers layers with the fastest chunk size of a sweep, and the
+peak memory; a batch-1 decode step at 128k of context vs 256; the softmax attention kernel's and the int8 MoE's
+TFLOP/s as shares of the bf16 peak measured in the same run; the projected full-M1 TTFT on 8 GPUs for the longest
+prompt (formula in the JSON). Prints a table last and writes JSON to $OUT (or bench/results).
 """
 import argparse
-import dataclasses
 import json
 import os
 import sys
 import time
+import traceback
 
 import torch
 import torch.distributed as dist
@@ -39,27 +42,13 @@ M1 = dict(architectures=["MiniMaxM1ForCausalLM"], hidden_size=6144, intermediate
 SMOKE = dict(hidden_size=128, intermediate_size=256, num_attention_heads=8, num_key_value_heads=4, head_dim=16,
              vocab_size=1024, rotary_dim=8)  # --smoke: this script's code path at toy width on CPU (torch kernels)
 BLOCK = 256
+START = time.perf_counter()
 DEV = "cuda"
-HEADROOM = 12 << 30  # activations of an 8k-token chunk, allocator slack
 
 
 def m1_config(layers: int, smoke: bool = False) -> ModelConfig:
     attn = [1 if (i + 1) % 8 == 0 else 0 for i in range(layers)]
     return ModelConfig.from_dict({**M1, **(SMOKE if smoke else {}), "num_hidden_layers": layers, "attn_type_list": attn})
-
-
-def fit_layers(tp: int, max_prompt: int, max_batch: int) -> int:
-    """Most layers (<= 80) whose int8 weights, KV of the longest prompt and states fit this GPU."""
-    free = torch.cuda.mem_get_info()[0]
-    for layers in range(80, 0, -1):
-        cfg = m1_config(layers)
-        local = local_config(cfg, TPGroup(0, tp))
-        need = sum(weights_per_gpu(cfg, tp, "experts_int8").values()) + HEADROOM
-        need += (max_prompt + 64) * ModelCache.bytes_per_token(local, torch.bfloat16)
-        need += max_batch * ModelCache.bytes_per_slot(local)
-        if need < free:
-            return layers
-    raise MemoryError("not even one full-width layer fits this GPU")
 
 
 def randomize(model: torch.nn.Module) -> None:
@@ -151,67 +140,195 @@ def bench_allreduce(tp: int) -> float | None:
     return timed(lambda: [dist.all_reduce(x) for _ in range(100)], 5) / 100 * 1e6
 
 
-def run_prefill(runner, cache, length: int, chunk: int, verbose: bool) -> float:
-    """Seconds for a `length`-token prompt in `chunk`-token steps (long prompts: one timed run, no warm-up)."""
-    blocks = list(range(cache.num_blocks))
-    long = length > 200_000
+def run_prefill(runner, length: int, chunk: int, verbose: bool) -> tuple[float, list[int]]:
+    """(seconds, block table) of a `length`-token prompt in slot 0, `chunk` tokens per step (one timed run; a short
+    warm-up chunk first compiles the kernels at this size)."""
+    blocks = list(range(-(-(length + 64) // BLOCK)))
+    runner.run([StepItem([7] * min(chunk, length), 0, 0, blocks)])
+    sync()
+    t0 = time.perf_counter()
+    for start in range(0, length, chunk):
+        n = min(chunk, length - start)
+        runner.run([StepItem([7] * n, start, 0, blocks)])
+        if verbose and length > 200_000 and (start // chunk) % 16 == 15:
+            sync()
+            print(f"  prefill {start + n}/{length} tokens, {time.perf_counter() - t0:.1f} s", flush=True)
+    sync()
+    return time.perf_counter() - t0, blocks
 
-    def go():
-        t0 = time.perf_counter()
-        for start in range(0, length, chunk):
-            n = min(chunk, length - start)
-            runner.run([StepItem([7] * n, start, 0, blocks)])
-            if long and verbose and (start // chunk) % 16 == 15:
-                sync()
-                print(f"  prefill {start + n}/{length} tokens, {time.perf_counter() - t0:.1f} s", flush=True)
-    if not long:
-        runner.run([StepItem([7] * min(chunk, length), 0, 0, blocks)])  # warm-up: kernels compiled at this size
-    return timed(go, 1 if long else 2, warmup=False)
 
-
-def run_decode(runner, cache, batch: int, context: int, steps: int) -> float:
-    per = -(-(context + steps + 2) // BLOCK)
-    tables = [list(range(b * per, (b + 1) * per)) for b in range(batch)]
-    runner.run([StepItem([11] * context, 0, b, tables[b]) for b in range(batch)])
-    pos = [context]
+def decode_from(runner, items_at, steps: int) -> float:
+    """Median seconds of a decode step; items_at(step) -> the step's StepItems."""
+    pos = [0]
 
     def step():
-        runner.run([StepItem([13], pos[0], b, tables[b]) for b in range(batch)])
+        runner.run(items_at(pos[0]))
         pos[0] += 1
     step()
     return timed(step, steps)
+
+
+def run_decode(runner, batch: int, context: int, steps: int) -> float:
+    per = -(-(context + 2 * steps + 4) // BLOCK)
+    tables = [list(range(b * per, (b + 1) * per)) for b in range(batch)]
+    g = torch.Generator().manual_seed(batch)  # distinct tokens per sequence: the batch routes to many experts
+    prompts = torch.randint(1000, 190000, (batch, context + steps + 2), generator=g).tolist()
+    runner.run([StepItem(prompts[b][:context], 0, b, tables[b]) for b in range(batch)])
+    return decode_from(runner, lambda i: [StepItem([prompts[b][context + i % (steps + 2)]], context + i, b, tables[b])
+                                          for b in range(batch)], steps)
+
+
+def attention_rate(layer, context: int, chunk: int, sdpa: bool = False) -> dict:
+    """The softmax layer's attention alone: `chunk` queries at the end of a `context`-token paged KV (slot 0's
+    blocks, filled by the prefill). TFLOP/s counted causally: 4*H*D per visible (query, key) pair."""
+    from kernels.attention import paged_prefill_attention
+    H, D = layer.num_heads, layer.head_dim
+    q = torch.randn(chunk, H, D, device=DEV, dtype=torch.bfloat16)
+    nb = -(-context // BLOCK)
+    bt = torch.arange(nb, device=DEV, dtype=torch.int32)[None]
+    cu = torch.tensor([0, chunk], device=DEV, dtype=torch.int32)
+    lens = torch.tensor([context], device=DEV, dtype=torch.int32)
+    flops = 4 * H * D * (chunk * (context - chunk) + chunk * (chunk + 1) / 2)
+    t = timed(lambda: paged_prefill_attention(q, layer.k_cache, layer.v_cache, bt, cu, lens, BLOCK, D ** -0.5,
+                                              max_seqlen_q=chunk), 3)
+    out = {"ms": t * 1e3, "TFLOPs": flops / t / 1e12}
+    if sdpa:
+        rows = torch.arange(context, device=DEV)
+        ts = timed(lambda: layer._attend(q, layer.k_cache[rows], layer.v_cache[rows]), 3)
+        out["sdpa_ms"], out["sdpa_TFLOPs"] = ts * 1e3, flops / ts / 1e12
+    return out
+
+
+def decode_rows(runner, model, all_layers, a, size, copy_bw) -> list[dict]:
+    """Per layer count: decode at each batch with CUDA graphs and eagerly, side by side."""
+    rows = []
+    for L in a.layers:
+        model.model.layers = all_layers[:L]
+        cfg = m1_config(L, a.smoke)
+        runner.graphs = None
+        graphs = timed_safe(lambda: runner.capture_graphs(64, only=a.batches)) if DEV == "cuda" else None
+        if graphs:
+            print(f"L={L}: graphs {graphs['buckets']} captured in {graphs['seconds']:.1f} s, "
+                  f"{graphs['bytes'] / 2**20:.0f} MiB", flush=True)
+        saved = runner.graphs
+        for batch in a.batches:
+            floor = decode_bytes(cfg, size, batch) / copy_bw
+            for mode in ("graphs", "eager") if saved else ("eager",):
+                runner.graphs = saved if mode == "graphs" else None
+                t = timed_safe(lambda: run_decode(runner, batch, a.context, a.steps))
+                replayed = mode == "graphs" and runner.last_bucket is not None
+                rows.append({"test": f"L{L} decode b={batch} {mode}", "layers": L, "batch": batch, "mode": mode,
+                             "replayed": replayed, "ms_per_step": t and t * 1e3, "tok_s": t and batch / t,
+                             "floor_ms": floor * 1e3, "floor_fraction": t and floor / t,
+                             "est_80_layers_tok_s": t and batch / (t * 80 / L)})
+        runner.graphs = saved
+    return rows
+
+
+def prefill_rows(runner, model, all_layers, a, rank, checkpoint=None) -> tuple[list[dict], dict]:
+    """On a.prefill_layers layers: chunk sizes on the 128k prompt, then every prompt length with the best chunk,
+    peak memory, a batch-1 decode step at 128k of context vs 256, and the softmax attention's own TFLOP/s."""
+    L = a.prefill_layers
+    model.model.layers = all_layers[:L]
+    runner.graphs = None
+    if DEV == "cuda":
+        timed_safe(lambda: runner.capture_graphs(1, only=[1]))
+    rows, extra = [], {}
+    sweep_len = min(a.prompts)
+    best = None
+    for chunk in a.chunk_sweep:
+        t = timed_safe(lambda: run_prefill(runner, sweep_len, chunk, False)[0])
+        rows.append({"test": f"L{L} prefill {sweep_len} chunk {chunk}", "seconds": t, "tok_s": t and sweep_len / t})
+        print(rows[-1], flush=True)
+        if t and (best is None or t < best[0]):
+            best = (t, chunk)
+    chunk = best[1] if best else a.chunk
+    extra["best_chunk"] = chunk
+    soft = next(l.self_attn for l in model.model.layers if not l.is_lightning)
+    for length in a.prompts:
+        if length == max(a.prompts) and a.deadline and time.perf_counter() - START > a.deadline:
+            print(f"skipping the {length}-token prompt: past the {a.deadline} s deadline", flush=True)
+            continue
+        if DEV == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        res = timed_safe(lambda: run_prefill(runner, length, chunk, rank == 0))
+        t, blocks = res if res else (None, None)
+        peak = torch.cuda.max_memory_allocated() / 1e9 if DEV == "cuda" else None
+        rows.append({"test": f"L{L} prefill {length}", "seconds": t, "tok_s": t and length / t, "peak_GB": peak,
+                     "chunk": chunk})
+        print(rows[-1], flush=True)
+        if t and length == sweep_len:  # batch-1 decode on top of this context, graphs on
+            far = [len(blocks) + 1, len(blocks) + 2]  # a 256-token context in two blocks past the prompt's
+            ms = timed_safe(lambda: decode_from(runner, lambda i: [StepItem([13], length + i, 0, blocks)], a.steps))
+            short = timed_safe(lambda: decode_from(runner, lambda i: [StepItem([13], 256 + i, 1, far)], a.steps))
+            if ms and short:
+                rows.append({"test": f"L{L} decode b=1 ctx {length}", "ms_per_step": ms * 1e3, "tok_s": 1 / ms,
+                             "vs_ctx256": ms / short, "ctx256_ms": short * 1e3})
+                print(rows[-1], flush=True)
+            for ctx in a.prompts:  # the attention kernel alone, before the longest prompt (bounded run time)
+                extra[f"attention_chunk16k_ctx{ctx}"] = timed_safe(
+                    lambda: attention_rate(soft, ctx, min(64 if a.smoke else 16384, ctx), sdpa=ctx <= 131072))
+                print(ctx, extra[f"attention_chunk16k_ctx{ctx}"], flush=True)
+        if checkpoint:
+            checkpoint(rows, extra)
+    return rows, extra
+
+
+def projection(result: dict, a) -> dict | None:
+    """Full M1 (70 lightning + 10 softmax layers) TTFT on 8 GPUs for 1M tokens, from this run's per-layer costs."""
+    rows = {r["test"]: r for r in result["rows"]}
+    L, n = a.prefill_layers, max(a.prompts)
+    total = rows.get(f"L{L} prefill {n}", {}).get("seconds")
+    att = result["extra"].get(f"attention_chunk16k_ctx{n}")
+    if not total or not att:
+        return None
+    soft_layers = sum(1 for i in range(L) if (i + 1) % 8 == 0)
+    att_flops = 4 * 64 * 128 * n * n / 2
+    t_att = att_flops / (att["TFLOPs"] * 1e12)  # one softmax layer's attention over the whole prompt
+    per_layer = (total - soft_layers * t_att) / L  # projections, MoE, lightning, norms: per layer, per 1M tokens
+    comm = 2 * 80 * n * 6144 * 2 * 2 * 7 / 8 / (a.busbw * 1e9)  # ring all-reduce bytes per GPU / bus bandwidth
+    ideal = (80 * per_layer + 10 * t_att) / 8
+    return {"formula": "TTFT_8 = (80 * c_layer + 10 * t_attn) / 8 + comm; c_layer = (t_prefill_L - n_soft * t_attn) / L,"
+                       " t_attn = 4*64*128*N^2/2 / attention TFLOP/s at the 1M-context chunk; comm = 160 all-reduces"
+                       " of N x 6144 bf16, 2*(7/8) of the bytes per GPU at the assumed bus bandwidth",
+            "c_layer_s": per_layer, "t_attn_s": t_att, "comm_s": comm, "busbw_GBps_assumed": a.busbw,
+            "ttft_ideal_s": ideal, "ttft_with_comm_s": ideal + comm}
 
 
 def main_rank(rank: int, size: int, init_method: str | None, a) -> None:
     global DEV
     DEV = "cpu" if a.smoke else "cuda"
     tp = init_group(rank, size, init_method, DEV) if size > 1 else TPGroup()
-    layers = a.layers if a.layers != "auto" else fit_layers(size, max(a.prompts), max(a.batches))
-    layers = int(layers)
-    cfg = m1_config(layers, a.smoke)
+    a.layers = sorted(int(x) for x in a.layers)
+    cfg = m1_config(max(a.layers), a.smoke)
     model = MiniMaxM1(cfg, torch.bfloat16, DEV, tp, "experts_int8")
     randomize(model)
+    all_layers = model.model.layers
     local = local_config(cfg, tp)
-    need_rows = max(max(a.prompts), max(a.batches) * (a.context + a.steps + 2 + BLOCK))
-    cache = ModelCache(local, max(a.batches), -(-need_rows // BLOCK) + max(a.batches), BLOCK, torch.bfloat16, DEV)
-    runner = ModelRunner(model, cache, DEV)
+    longest = max(a.prompts) + 1024
+    rows_needed = longest + max(a.batches) * (a.context + 2 * a.steps + 4 + BLOCK) + 4 * BLOCK
+    cache = ModelCache(local, max(a.batches) + 1, -(-rows_needed // BLOCK), BLOCK, torch.bfloat16, DEV)
+    runner = ModelRunner(model, cache, DEV, max_num_seqs=max(a.batches), max_model_len=longest)
     copy_bw, peak = copy_ceiling(), bf16_peak()
-    run_decode(runner, cache, 1, a.context, 3)  # warm-up: the first decode measured in a process ran ~6x slow
-    rows = []
-    for batch in a.batches:
-        t = timed_safe(lambda: run_decode(runner, cache, batch, a.context, a.steps))
-        floor = decode_bytes(cfg, size, batch) / copy_bw
-        rows.append({"test": f"decode b={batch}", "ms_per_step": t and t * 1e3, "tok_s": t and batch / t,
-                     "floor_ms": floor * 1e3, "floor_fraction": t and floor / t,
-                     "est_80_layers_tok_s": t and batch / (t * 80 / layers)})
-    for length in a.prompts:
-        t = timed_safe(lambda: run_prefill(runner, cache, length, a.chunk, rank == 0))
-        rows.append({"test": f"prefill {length}", "seconds": t, "tok_s": t and length / t})
     device = torch.cuda.get_device_name() if DEV == "cuda" else "cpu (smoke)"
-    result = {"device": device, "gpus": size, "layers": layers, "torch": torch.__version__,
-              "copy_TBps": copy_bw / 1e12, "bf16_TFLOPs": peak / 1e12, "allreduce_us": bench_allreduce(size),
-              "allreduces_per_token": 1 + 2 * layers, "rows": rows,
-              "moe": bench_moe(model, copy_bw, peak, (1, 8) if a.smoke else (1, 8, 64, 8192))}
+    result = {"device": device, "gpus": size, "layers": a.layers, "prefill_layers": a.prefill_layers,
+              "torch": torch.__version__, "copy_TBps": copy_bw / 1e12, "bf16_TFLOPs": peak / 1e12,
+              "allreduce_us": bench_allreduce(size), "rows": [], "extra": {}}
+
+    def checkpoint(rows, extra):
+        result["rows"], result["extra"] = rows, {**result["extra"], **extra}
+        if rank == 0:
+            write_json(result, a.out)
+    timed_safe(lambda: run_decode(runner, 1, a.context, 3))  # warm-up: the first decode in a process ran ~6x slow
+    rows = decode_rows(runner, model, all_layers, a, size, copy_bw)
+    checkpoint(rows, {})
+    model.model.layers = all_layers[:a.prefill_layers]
+    moe = timed_safe(lambda: bench_moe(model, copy_bw, peak, (1, 8) if a.smoke else (1, 8, 64, 8192, 16384)))
+    checkpoint(rows, {"moe": moe or {}})
+    more, extra = prefill_rows(runner, model, all_layers, a, rank, lambda r, e: checkpoint(rows + r, e)) \
+        if a.prompts else ([], {})
+    checkpoint(rows + more, extra)
+    result["projection_full_m1_8gpu_1M"] = timed_safe(lambda: projection(result, a))
     if rank == 0:
         report(result, a.out)
     if size > 1:
@@ -219,42 +336,63 @@ def main_rank(rank: int, size: int, init_method: str | None, a) -> None:
 
 
 def timed_safe(fn):
-    """fn()'s seconds, or None when the GPU runs out of memory (reported, the run goes on)."""
+    """fn()'s result, or None when it fails (out of memory or any error: reported, the run goes on)."""
     try:
         return fn()
-    except torch.OutOfMemoryError as e:
-        print("out of memory:", str(e).splitlines()[0])
-        torch.cuda.empty_cache()
+    except Exception as e:  # noqa: BLE001 - one failed measurement must not lose the others
+        print(f"FAILED: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", flush=True)
+        traceback.print_exc()
+        if DEV == "cuda":
+            torch.cuda.empty_cache()
         return None
 
 
-def report(result: dict, out_dir: str) -> None:
+def write_json(result: dict, out_dir: str) -> str:
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"scale_tp{result['gpus']}_L{result['layers']}.json")
+    card = "h200" if "H200" in result["device"] else "h100" if "H100" in result["device"] else "dev"
+    path = os.path.join(out_dir, f"scale_{card}_tp{result['gpus']}.json")
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
-    print(f"\n{result['device']} x{result['gpus']}, {result['layers']} full-width layers, int8 experts; copy "
-          f"{result['copy_TBps']:.2f} TB/s, bf16 {result['bf16_TFLOPs']:.0f} TFLOP/s, all-reduce "
-          f"{result['allreduce_us'] or 0:.1f} us x {result['allreduces_per_token']}/token  ->  {path}")
+    return path
+
+
+def report(result: dict, out_dir: str) -> None:
+    path = write_json(result, out_dir)
+    print(f"\n{result['device']} x{result['gpus']}, full-width layers {result['layers']}, int8 experts; copy "
+          f"{result['copy_TBps']:.2f} TB/s, bf16 {result['bf16_TFLOPs']:.0f} TFLOP/s  ->  {path}")
     fmt = lambda v, f: "-" if v is None else format(v, f)
-    print(f"{'test':<18}{'ms/step|s':>11}{'tok/s':>11}{'floor ms':>10}{'of floor':>10}{'80L tok/s':>11}")
+    print(f"{'test':<34}{'ms/step|s':>11}{'tok/s':>11}{'floor ms':>10}{'of floor':>10}{'peak GB':>9}")
     for r in result["rows"]:
         first = r.get("ms_per_step", r.get("seconds"))
-        print(f"{r['test']:<18}{fmt(first, '.3f'):>11}{fmt(r['tok_s'], '.1f'):>11}{fmt(r.get('floor_ms'), '.3f'):>10}"
-              f"{fmt(r.get('floor_fraction'), '.0%'):>10}{fmt(r.get('est_80_layers_tok_s'), '.1f'):>11}")
-    for k, v in result["moe"].items():
-        print(f"{k:<22}" + (f"{v:.3f} ms" if isinstance(v, float) else
-                            f"{v['ms']:.3f} ms, {v['expert_GBps']:.0f} GB/s ({v['copy_fraction']:.0%} of copy), "
-                            f"{v['TFLOPs']:.1f} TFLOP/s ({v['bf16_peak_fraction']:.0%} of bf16)"))
+        print(f"{r['test']:<34}{fmt(first, '.3f'):>11}{fmt(r['tok_s'], '.1f'):>11}{fmt(r.get('floor_ms'), '.3f'):>10}"
+              f"{fmt(r.get('floor_fraction'), '.0%'):>10}{fmt(r.get('peak_GB'), '.1f'):>9}")
+    peak = result["bf16_TFLOPs"]
+    for k, v in result["extra"].items():
+        if k == "moe":
+            for name, m in v.items():
+                print(f"{name:<22}" + (f"{m:.3f} ms" if isinstance(m, float) else
+                                       f"{m['ms']:.3f} ms, {m['copy_fraction']:.0%} of copy, "
+                                       f"{m['TFLOPs']:.1f} TFLOP/s ({m['bf16_peak_fraction']:.0%} of bf16)"))
+        elif isinstance(v, dict) and "TFLOPs" in v:
+            print(f"{k:<34} {v['ms']:.1f} ms, {v['TFLOPs']:.0f} TFLOP/s ({v['TFLOPs'] / peak:.0%} of bf16)"
+                  + (f"; SDPA {v['sdpa_TFLOPs']:.0f}" if "sdpa_TFLOPs" in v else ""))
+        else:
+            print(f"{k:<34} {v}")
+    print("projection:", json.dumps(result["projection_full_m1_8gpu_1M"], indent=1))
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tp", type=int, default=int(os.environ.get("WORLD_SIZE", 1)))
-    ap.add_argument("--layers", default="auto", help="number of full-width layers, or auto (as many as fit)")
+    ap.add_argument("--layers", nargs="+", default=["8", "16"], help="full-width layer counts for decode")
+    ap.add_argument("--prefill-layers", type=int, default=8, help="layers for the prefill measurements")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64])
-    ap.add_argument("--prompts", type=int, nargs="+", default=[8192, 131072])
-    ap.add_argument("--chunk", type=int, default=8192, help="prefill chunk (the engine's prefill_chunk_size)")
+    ap.add_argument("--prompts", type=int, nargs="*", default=[131072, 1048576])
+    ap.add_argument("--chunk", type=int, default=8192, help="prefill chunk when the sweep measures nothing")
+    ap.add_argument("--chunk-sweep", type=int, nargs="*", default=[8192, 16384, 32768],
+                    help="chunk sizes tried on the shortest prompt; the fastest runs the others")
+    ap.add_argument("--busbw", type=float, default=350.0, help="assumed all-reduce bus bandwidth (GB/s), projection")
+    ap.add_argument("--deadline", type=float, default=0, help="seconds after which the longest prompt is skipped")
     ap.add_argument("--context", type=int, default=256, help="tokens of context before the decode steps")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--smoke", action="store_true", help="toy width on CPU (gloo), to check the script itself")

@@ -115,8 +115,15 @@ def test_shards_are_numbered_from_zero(tiny_official):
 def test_router_gate_stored_fp32_and_kept_fp32(tiny_official):
     llm = LLM(str(tiny_official), device="cpu", dtype="bfloat16")
     assert llm.model.model.layers[0].block_sparse_moe.gate.weight.dtype == torch.float32
-    assert llm.model.lm_head.weight.dtype == torch.float32
     assert llm.model.model.layers[0].self_attn.qkv_proj.weight.dtype == torch.bfloat16
+    # the LM head keeps the checkpoint's bf16 weights (no fp32 copy) and computes fp32 logits from fp32 activations
+    head = llm.model.lm_head
+    assert head.weight.dtype == torch.bfloat16
+    h = torch.randn(3, head.weight.shape[1])
+    logits = head(h)
+    assert logits.dtype == torch.float32
+    assert torch.allclose(logits, (h.double() @ head.weight.double().t())[:, :logits.shape[1]].float(),
+                          rtol=1e-5, atol=1e-5)
 
 
 def test_wrong_model_path():

@@ -20,7 +20,7 @@ def m1():
 def test_int8_weights_per_gpu_match_perf_notes(m1):
     tp8 = plan_memory(m1, 8, "experts_int8", gpu_bytes=H100)
     tp4 = plan_memory(m1, 4, "experts_int8", gpu_bytes=H200)
-    # PERF.md: 477 GB in all with int8 experts -> 59.7 GB/GPU at TP8, 119 at TP4; ours keeps the LM head fp32 (+0.3)
+    # PERF.md: 477 GB in all with int8 experts -> 59.7 GB/GPU at TP8, 119 at TP4; the LM head stays bf16 (fp32 math)
     assert tp8.weight_bytes / GB == pytest.approx(59.7, rel=0.01)
     assert tp4.weight_bytes / GB == pytest.approx(119.4, rel=0.01)
     assert tp8.weights["experts"] / GB == pytest.approx(434.88 / 8, rel=0.002)  # + fp32 row scales
@@ -28,7 +28,19 @@ def test_int8_weights_per_gpu_match_perf_notes(m1):
     assert tp8.state_bytes_per_seq == 70 * 8 * 128 * 128 * 4
     assert tp8.sessions(1 << 20) == 2 and tp4.sessions(1 << 20) == 1
     text = tp8.describe()
-    assert "weights per GPU: 60.12 GB" in text and "2 of 1M tokens" in text
+    assert "weights per GPU: 59.81 GB" in text and "2 of 1M tokens" in text
+    assert tp8.weights["lm_head"] == tp8.weights["embedding"]  # bf16 head: as many bytes as the embedding
+
+
+def test_graphs_and_long_prefill_are_in_the_plan(m1):
+    eager = plan_memory(m1, 8, "experts_int8", gpu_bytes=H200)
+    graphs = plan_memory(m1, 8, "experts_int8", gpu_bytes=H200, cuda_graphs=True, prefill_chunk=16384)
+    assert graphs.cache_budget == eager.cache_budget - graphs.graph_bytes and graphs.graph_bytes > 0
+    # 1M tokens: weights + 1M x KV + one state + one chunk's activations, more with a larger chunk
+    assert eager.prefill_peak() == pytest.approx(eager.weight_bytes + (1 << 20) * eager.kv_bytes_per_token
+                                                 + eager.state_bytes_per_seq + 8192 * eager.activation_bytes_per_token)
+    assert graphs.prefill_peak() > eager.prefill_peak() + graphs.graph_bytes
+    assert "1M-token prefill peak 67.5 GB/GPU (16384-token chunks)" in graphs.describe()
 
 
 def test_plan_matches_the_parameters_the_engine_builds(m1):
@@ -39,7 +51,7 @@ def test_plan_matches_the_parameters_the_engine_builds(m1):
 
 
 def test_refuses_what_cannot_fit(m1):
-    with pytest.raises(MemoryPlanError, match=r"120\.1 GB of weights per GPU at tensor_parallel_size=4"):
+    with pytest.raises(MemoryPlanError, match=r"119\.5 GB of weights per GPU at tensor_parallel_size=4"):
         plan_memory(m1, 4, "experts_int8", gpu_bytes=H100).check()
     with pytest.raises(MemoryPlanError, match="experts_int8"):
         plan_memory(m1, 8, None, gpu_bytes=H100).check()

@@ -2,7 +2,9 @@
 
 Pure arithmetic from the ModelConfig (testable on CPU with the real M1 config). Mirrors how the engine shards:
 heads / kv heads (replicated when fewer than ranks) / expert intermediate rows split N ways, vocabulary split with
-padding, router gates and norms replicated, LM head fp32, experts int8 + fp32 row scales with `experts_int8`.
+padding, router gates and norms replicated, LM head in the model dtype when bf16 (fp32 otherwise), experts int8 +
+fp32 row scales with `experts_int8`. Also the decode CUDA graphs' memory (reserved before capture, then the
+measured figure) and the peak of a 1M-token prefill per GPU (weights + its KV and state + one chunk's activations).
 """
 from dataclasses import dataclass
 
@@ -13,6 +15,7 @@ from .config import ModelConfig
 GB = 1e9
 ACTIVATION_RESERVE = 2 << 30  # what the engine keeps free for activations when sizing the KV cache
 LONG_SESSION = 1 << 20        # "a 1M-token session"
+GRAPH_RESERVE = 1 << 30       # kept free for the decode CUDA graphs' pool until capture measures it
 
 
 class MemoryPlanError(MemoryError):
@@ -30,6 +33,9 @@ class MemoryPlan:
     state_bytes_per_seq: int
     max_model_len: int
     max_num_seqs: int
+    graph_bytes: int = 0       # decode CUDA graphs: GRAPH_RESERVE until measured at capture
+    prefill_chunk: int = 8192
+    activation_bytes_per_token: int = 0  # one prefill chunk's working set per token (the largest layer's)
 
     @property
     def weight_bytes(self) -> int:
@@ -38,7 +44,13 @@ class MemoryPlan:
     @property
     def cache_budget(self) -> int:
         """Bytes per GPU left for KV cache and lightning states."""
-        return self.usable_bytes - self.weight_bytes - ACTIVATION_RESERVE
+        return self.usable_bytes - self.weight_bytes - ACTIVATION_RESERVE - self.graph_bytes
+
+    def prefill_peak(self, num_tokens: int = LONG_SESSION) -> int:
+        """Peak bytes per GPU while prefilling one `num_tokens` prompt: weights, its KV and state, graphs, and the
+        activations of one chunk (an estimate; bench/scale.py measures it)."""
+        return (self.weight_bytes + self.graph_bytes + self.state_bytes_per_seq + num_tokens * self.kv_bytes_per_token
+                + self.prefill_chunk * self.activation_bytes_per_token)
 
     def sessions(self, num_tokens: int) -> int:
         """How many sequences of `num_tokens` tokens fit the cache budget at once (KV + one state slot each)."""
@@ -55,6 +67,8 @@ class MemoryPlan:
             f"{self.state_bytes_per_seq / 1e6:.1f} MB/sequence/GPU; budget {self.cache_budget / GB:.2f} GB/GPU",
             f"  concurrent sessions: {self.sessions(LONG_SESSION)} of 1M tokens, "
             f"{self.sessions(self.max_model_len)} of max_model_len={self.max_model_len}",
+            f"  decode CUDA graphs {self.graph_bytes / GB:.2f} GB; 1M-token prefill peak "
+            f"{self.prefill_peak() / GB:.1f} GB/GPU ({self.prefill_chunk}-token chunks)",
         ])
 
     def check(self) -> None:
@@ -91,13 +105,14 @@ def weights_per_gpu(cfg: ModelConfig, tp: int, quantization: str | None, dtype=t
     lightning = n_lin * (5 * inner * H // tp + inner // tp) * b
     softmax = n_soft * (2 * inner * H // tp + 2 * kv_local * H) * b
     vocab_rows = -(-cfg.vocab_size // tp)
+    head = b if dtype == torch.bfloat16 else 4
     return {"experts": experts, "attention": lightning + softmax, "embedding": vocab_rows * H * b,
-            "lm_head": vocab_rows * H * 4, "router+norms": L * (E * H * 4 + 2 * H * b) + H * b}
+            "lm_head": vocab_rows * H * head, "router+norms": L * (E * H * 4 + 2 * H * b) + H * b}
 
 
 def plan_memory(cfg: ModelConfig, tp_size: int, quantization: str | None, dtype=torch.bfloat16,
                 gpu_bytes: int = 80 * 2**30, gpu_memory_utilization: float = 0.9, max_model_len: int = LONG_SESSION,
-                max_num_seqs: int = 1) -> MemoryPlan:
+                max_num_seqs: int = 1, cuda_graphs: bool = False, prefill_chunk: int = 8192) -> MemoryPlan:
     """The plan for `tp_size` GPUs of `gpu_bytes` each (weights, KV per token, state per sequence, per GPU)."""
     if cfg.num_heads % tp_size:
         raise ValueError(f"tensor_parallel_size={tp_size} does not divide num_attention_heads={cfg.num_heads}")
@@ -105,4 +120,16 @@ def plan_memory(cfg: ModelConfig, tp_size: int, quantization: str | None, dtype=
     kv_token = len(cfg.softmax_layers) * 2 * kv_heads * cfg.head_dim * _bytes(dtype)
     state = len(cfg.lightning_layers) * heads * cfg.head_dim ** 2 * 4
     return MemoryPlan(tp_size, quantization, int(gpu_bytes), int(gpu_bytes * gpu_memory_utilization),
-                      weights_per_gpu(cfg, tp_size, quantization, dtype), kv_token, state, max_model_len, max_num_seqs)
+                      weights_per_gpu(cfg, tp_size, quantization, dtype), kv_token, state, max_model_len, max_num_seqs,
+                      GRAPH_RESERVE if cuda_graphs else 0, prefill_chunk,
+                      activation_bytes_per_token(cfg, tp_size, dtype))
+
+
+def activation_bytes_per_token(cfg: ModelConfig, tp: int, dtype=torch.bfloat16) -> int:
+    """Working set per prefill token on one GPU: the residual stream (x, h, layer output) plus the larger of a
+    lightning layer's (qkv, SiLU'd qkv, output, gate: 6 x inner/tp) and the MoE's (top_k slots of gate/up [2I/tp],
+    SiLU'd [I/tp], down [H], fp32 router probabilities)."""
+    b, H = _bytes(dtype), cfg.hidden_size
+    inner = cfg.num_heads * cfg.head_dim // tp
+    moe = cfg.top_k * (3 * cfg.intermediate_size // tp + H) * b + cfg.num_experts * 4
+    return 3 * H * b + max(6 * inner * b, moe)

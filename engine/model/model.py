@@ -1,10 +1,17 @@
 """MiniMax-M1 assembled: embedding, 80 (or N) post-norm decoder layers of lightning or softmax attention + MoE,
-final norm, fp32 LM head. Also maps checkpoint tensor names (official and -hf layouts, bf16 or stored int8) onto
-parameters. With a TPGroup of size N every layer holds and loads only its shard (see engine/layers/*)."""
+final norm, LM head with fp32 logits. Also maps checkpoint tensor names (official and -hf layouts, bf16 or stored int8) onto
+parameters. With a TPGroup of size N every layer holds and loads only its shard (see engine/layers/*).
+
+Kernels: `set_kernel_impl("triton" | "torch" | None)` picks the Triton kernels or the PyTorch references for every
+layer (None: Triton on CUDA, references on CPU; CPU tensors run Triton through its interpreter). With Triton, a
+decode step also runs the fused small ops (residual + RMSNorm across layer boundaries, router top-k, lightning gate).
+"""
 import re
 
 import torch
 from torch import nn
+
+from kernels.fused import add_rms_norm
 
 from .config import LINEAR, ModelConfig
 from .context import ForwardContext
@@ -51,17 +58,55 @@ class MiniMaxM1(nn.Module):
         self.model.layers = nn.ModuleList(DecoderLayer(cfg, i, dtype, device, self.tp, quantization)
                                           for i in range(cfg.num_layers))
         self.model.norm = RMSNorm(H, cfg.rms_norm_eps, dtype, device)
-        self.lm_head = ParallelLMHead(V, H, self.tp, device)
+        self.lm_head = ParallelLMHead(V, H, self.tp, device, dtype)
+        self.fused_ops = False
+        self.set_kernel_impl(None, device=device)
+
+    def set_kernel_impl(self, impl: str | None, attention: str | None = None, device=None) -> None:
+        """Triton kernels or PyTorch references in every layer; `attention="sdpa"` keeps the softmax layers on SDPA."""
+        if impl not in (None, "torch", "triton") or attention not in (None, "sdpa", "triton"):
+            raise ValueError(f"kernel_impl must be None, 'torch' or 'triton' and attention_impl None, 'sdpa' or "
+                             f"'triton'; got {impl!r}, {attention!r}")
+        device = torch.device(device) if device is not None else next(self.parameters()).device
+        auto = "triton" if device.type == "cuda" else "torch"
+        chosen = impl or auto
+        for layer in self.model.layers:
+            attn = layer.self_attn
+            if layer.is_lightning:
+                attn.impl = chosen
+            else:
+                attn.impl = {"sdpa": "torch", "triton": "triton", None: chosen}[attention]
+            if impl is not None:
+                layer.block_sparse_moe.impl = impl
+            layer.block_sparse_moe.fused_router = chosen == "triton"
+            attn.fused_gate = chosen == "triton"
+        self.fused_ops = chosen == "triton"
 
     def forward(self, input_ids: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         """input_ids [T] packed -> final hidden states [T, hidden]."""
         x = self.model.embed_tokens(input_ids)
+        if self.fused_ops and ctx.is_decode:
+            return self._fused_decode(x, ctx)
         for layer in self.model.layers:
             x = layer(x, ctx)
         return self.model.norm(x)
 
+    def _fused_decode(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        """The same layers with each residual add fused into the RMSNorm that follows it (one launch per pair)."""
+        layers = self.model.layers
+        h = layers[0].input_layernorm(x)
+        for i, layer in enumerate(layers):
+            a = layer.self_attn(h, ctx)
+            post = layer.post_attention_layernorm
+            h2, _ = add_rms_norm(h, a, post.weight, post.eps, layer.attn_alpha, layer.attn_beta)
+            m = layer.block_sparse_moe(h2)
+            nxt = layers[i + 1].input_layernorm if i + 1 < len(layers) else self.model.norm
+            h, _ = add_rms_norm(h2, m, nxt.weight, nxt.eps, layer.mlp_alpha, layer.mlp_beta)
+        return h
+
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor | None:
-        """fp32 LM head on fp32 hidden states (MiniMax moved the head to fp32: bf16 logits drifted); rank 0 only."""
+        """fp32 logits from fp32 activations and accumulation (MiniMax moved the head to fp32: bf16 logits
+        drifted); rank 0 only."""
         return self.lm_head(hidden)
 
     def map_name(self, name: str) -> tuple[str, object]:

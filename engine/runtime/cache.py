@@ -1,6 +1,7 @@
 """The model's per-sequence memory: lightning states (fixed size, fp32) in slots, and the softmax KV cache in
 fixed-size blocks of token rows, and the handles of state copied out of them (snapshots). Tensors only; which
-slot/blocks a sequence owns is bookkeeping kept elsewhere."""
+slot/blocks a sequence owns is bookkeeping kept elsewhere. One extra block past `num_blocks` is scratch: the padding
+rows of a replayed decode graph write their K/V there (`scratch_row`), never into a sequence's blocks."""
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +32,8 @@ class ModelCache:
         self.block_size, self.num_slots, self.num_blocks = block_size, num_slots, num_blocks
         self.states = {l: torch.zeros(num_slots, H, D, D, dtype=torch.float32, device=device)
                        for l in cfg.lightning_layers}
-        rows = num_blocks * block_size
+        rows = (num_blocks + 1) * block_size
+        self.scratch_row = num_blocks * block_size
         self.keys = {l: torch.zeros(rows, cfg.num_kv_heads, D, dtype=dtype, device=device) for l in cfg.softmax_layers}
         self.values = {l: torch.zeros(rows, cfg.num_kv_heads, D, dtype=dtype, device=device) for l in cfg.softmax_layers}
         self.device = torch.device(device or "cpu")

@@ -1,5 +1,10 @@
 """The only place where sequences become tensors: packs a step's sequences, runs the model, returns logits.
 
+A step's inputs go into persistent device buffers (step_buffers.py) with one host-to-device copy. Decode steps on
+CUDA replay a captured graph of their batch-size bucket (graphs.py; none under `enforce_eager`); `pad_decode`
+(default on CUDA) runs the same padded buckets eagerly when no graph is there: on CPU it is the twin of the replay
+bookkeeping that tests exercise.
+
 A sequence with no past (`past_len == 0`) starts from a zero lightning state: the runner clears its slot, so under
 tensor parallelism every rank clears its own shard without a separate call."""
 from dataclasses import dataclass
@@ -7,7 +12,10 @@ from dataclasses import dataclass
 import torch
 
 from .cache import ModelCache
-from ..model.context import ForwardContext
+from .graphs import DecodeGraphs, bucket_for, graph_buckets
+from .step_buffers import StepBuffers
+
+MIN_PREFILL_TOKENS = 8192
 
 
 @dataclass
@@ -20,31 +28,67 @@ class StepItem:
 
 
 class ModelRunner:
-    def __init__(self, model, cache: ModelCache, device):
+    def __init__(self, model, cache: ModelCache, device, *, max_num_seqs: int = 32, max_model_len: int | None = None,
+                 pad_decode: bool | None = None):
         self.model, self.cache, self.device = model, cache, torch.device(device)
         cache.bind(model)
+        bs = cache.block_size
+        self.max_model_len = max_model_len or cache.num_blocks * bs
+        self.buckets = graph_buckets(max_num_seqs)
+        cap = self.buckets[-1]
+        self.decode_bufs = StepBuffers(cap, cap, -(-self.max_model_len // bs), bs, cache.scratch_row,
+                                       self.max_model_len, device)
+        self.prefill_bufs: StepBuffers | None = None
+        self.graphs: DecodeGraphs | None = None
+        # CUDA: eager decode runs the graphs' padded buckets too, so enforce_eager gives the graphs' tokens exactly
+        # (kernels split their reductions by batch size; padded eager == replay was measured bit for bit)
+        self.pad_decode = self.device.type == "cuda" if pad_decode is None else pad_decode
+        self.last_bucket: int | None = None  # the bucket the last decode step ran in (None: unpadded)
 
-    def build_context(self, items: list[StepItem]) -> tuple[torch.Tensor, ForwardContext]:
-        ids, positions, slot_mapping, kv_rows, cu = [], [], [], [], [0]
-        for it in items:
-            n, total = len(it.new_tokens), it.past_len + len(it.new_tokens)
-            rows = self.cache.rows(it.block_table, total)
-            ids += it.new_tokens
-            positions.append(torch.arange(it.past_len, total))
-            slot_mapping.append(rows[it.past_len:])
-            kv_rows.append(rows.to(self.device))
-            cu.append(cu[-1] + n)
-        dev = self.device
-        ctx = ForwardContext(
-            positions=torch.cat(positions).to(dev),
-            cu_seqlens=torch.tensor(cu, dtype=torch.int32, device=dev),
-            state_slots=torch.tensor([it.slot for it in items], dtype=torch.long, device=dev),
-            slot_mapping=torch.cat(slot_mapping).to(dev),
-            kv_rows=kv_rows,
-            is_decode=all(len(it.new_tokens) == 1 and it.past_len > 0 for it in items),
-            bounds=cu,
-        )
-        return torch.tensor(ids, dtype=torch.long, device=dev), ctx
+    # --- graphs -------------------------------------------------------------------------------------------------
+    def capture_graphs(self, max_bucket: int, only: list[int] | None = None) -> dict:
+        """Capture one decode graph per bucket up to `max_bucket` (or the buckets `only`); {seconds, bytes, buckets}."""
+        graphs = DecodeGraphs()
+        buckets = [b for b in self.buckets if b <= max_bucket and (only is None or b in only)]
+        with torch.inference_mode():
+            stats = graphs.capture(buckets, lambda b: self.decode_bufs.fill([], pad_to=b), self._logits, self.device)
+        self.graphs = graphs
+        return stats
+
+    def drop_graphs(self) -> None:
+        self.graphs = None
+
+    # --- a step -------------------------------------------------------------------------------------------------
+    def _logits(self, ids: torch.Tensor, ctx) -> torch.Tensor:
+        return self.model.lm_head.local_logits(self.model(ids, ctx))
+
+    def _prefill_buffers(self, items) -> StepBuffers:
+        if self.prefill_bufs is None or not self.prefill_bufs.fits(items):
+            tokens, seqs, width = self.prefill_bufs.capacity if self.prefill_bufs else (MIN_PREFILL_TOKENS, 1, 1)
+            need = (sum(len(it.new_tokens) for it in items), len(items), max(len(it.block_table) for it in items))
+            tokens, seqs, width = (max(a, b) for a, b in zip((tokens, seqs, width), need))
+            self.prefill_bufs = StepBuffers(tokens, seqs, width, self.cache.block_size, self.cache.scratch_row,
+                                            self.max_model_len, self.device)
+        return self.prefill_bufs
+
+    def _run_local(self, items: list[StepItem], all_logits: bool) -> torch.Tensor:
+        """This rank's logits slice: [N, V/ranks] (or [T, V/ranks] with all_logits)."""
+        decode = all(len(it.new_tokens) == 1 and it.past_len > 0 for it in items)
+        self.last_bucket = None
+        if decode and (self.graphs is not None or self.pad_decode):
+            bucket = bucket_for(len(items), self.buckets)
+            if bucket is not None and self.decode_bufs.fits(items, bucket):
+                ids, ctx = self.decode_bufs.fill(items, pad_to=bucket)
+                self.last_bucket = bucket
+                if self.graphs is not None and bucket in self.graphs:
+                    return self.graphs.replay(bucket)[:len(items)].clone()
+                return self._logits(ids, ctx)[:len(items)]
+        bufs = self.decode_bufs if decode and self.decode_bufs.fits(items) else self._prefill_buffers(items)
+        ids, ctx = bufs.fill(items)
+        hidden = self.model(ids, ctx)
+        if not all_logits and not ctx.is_decode:
+            hidden = hidden[ctx.cu_seqlens[1:].long() - 1]
+        return self.model.lm_head.local_logits(hidden)
 
     @torch.inference_mode()
     def run(self, items: list[StepItem], all_logits: bool = False) -> torch.Tensor | None:
@@ -53,8 +97,4 @@ class ModelRunner:
         for it in items:
             if it.past_len == 0:
                 self.cache.clear_slot(it.slot)
-        ids, ctx = self.build_context(items)
-        hidden = self.model(ids, ctx)
-        if not all_logits:
-            hidden = hidden[ctx.cu_seqlens[1:].long() - 1]
-        return self.model.compute_logits(hidden)
+        return self.model.lm_head.gather(self._run_local(items, all_logits))

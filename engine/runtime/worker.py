@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 from .cache import DeviceSnap, HostSnap, ModelCache
+from .graphs import probe_collective_capture
 from ..model.config import ModelConfig
 from ..model.layers.attention import kv_heads_of_rank
 from ..model.model import MiniMaxM1
@@ -31,6 +32,8 @@ class ShardSpec:
     dtype: torch.dtype
     device: str
     quantization: str | None = None
+    kernel_impl: str | None = None     # None: Triton on CUDA, PyTorch references on CPU; or "torch" / "triton"
+    attention_impl: str | None = None  # None: as kernel_impl; "sdpa": the softmax layers on SDPA
 
 
 def check_tp(cfg: ModelConfig, size: int) -> None:
@@ -58,6 +61,7 @@ class RankWorker:
         t0 = time.perf_counter()
         self.model = MiniMaxM1(self.config, spec.dtype, self.device, tp, self.quantization)
         self.load_stats = load_weights(self.model, spec.model_dir, progress if tp.rank == 0 else None)
+        self.model.set_kernel_impl(spec.kernel_impl, spec.attention_impl, self.device)
         self.load_stats["seconds"] = time.perf_counter() - t0
         self.cache: ModelCache | None = None
         self.runner: ModelRunner | None = None
@@ -66,10 +70,21 @@ class RankWorker:
     def free_memory(self) -> int:
         return torch.cuda.mem_get_info(self.device)[0] if self.device.type == "cuda" else 0
 
-    def make_cache(self, num_slots: int, num_blocks: int, block_size: int) -> None:
+    def make_cache(self, num_slots: int, num_blocks: int, block_size: int, max_model_len: int | None = None) -> None:
         cfg = local_config(self.config, self.tp)
         self.cache = ModelCache(cfg, num_slots, num_blocks, block_size, self.spec.dtype, self.device)
-        self.runner = ModelRunner(self.model, self.cache, self.device)
+        self.runner = ModelRunner(self.model, self.cache, self.device, max_num_seqs=num_slots,
+                                  max_model_len=max_model_len)
+
+    def probe_graph_collective(self, timeout_s: float) -> str | None:
+        """None when an all-reduce can be captured in a CUDA graph here, else why not (see runtime/graphs.py)."""
+        return probe_collective_capture(self.device, timeout_s)
+
+    def capture_graphs(self, max_bucket: int) -> dict:
+        return self.runner.capture_graphs(max_bucket)
+
+    def drop_graphs(self) -> None:
+        self.runner.drop_graphs()
 
     def run(self, items, all_logits: bool = False):
         logits = self.runner.run(items, all_logits)

@@ -13,9 +13,11 @@ import torch
 from .block_manager import CacheManager
 from ..runtime.cache import ModelCache
 from ..model.config import ModelConfig
-from ..model.memory_plan import plan_memory
+from ..model.memory_plan import GRAPH_RESERVE, plan_memory
+from kernels.moe.gemv import MAX_TOKENS as GRAPH_MAX_BATCH
 from .outputs import RequestUpdate
 from ..runtime.parallel import ParallelRunner, WorkerPool
+from ..runtime.graphs import graph_buckets
 from ..model.quant import check_quantization, stored_quantization
 from .request import Request
 from ..runtime.runner import StepItem
@@ -34,6 +36,7 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
           "float16": torch.float16, "fp16": torch.float16}
 BLOCK_SIZE = 256
 CPU_DEFAULT_CONTEXT = 65_536
+GRAPH_PROBE_TIMEOUT_S = 60.0
 KEEP_NEAR_END = 16  # a caller keep point this close to the prompt's end replaces the default one (one forward less)
 
 
@@ -43,7 +46,7 @@ class EngineArgs:
     max_model_len: int | None = None
     max_num_seqs: int = 32
     max_num_batched_tokens: int = 8192
-    prefill_chunk_size: int = 8192
+    prefill_chunk_size: int = 8192    # tokens of one prompt per step (bench/scale.py measures 8k/16k/32k)
     kv_cache_tokens: int | None = None
     gpu_memory_utilization: float = 0.9
     enable_state_reuse: bool = True
@@ -53,6 +56,9 @@ class EngineArgs:
     disk_state_dir: str | None = None
     shared_state_dir: str | None = None  # storage every replica reads: sessions that move restore from it
     shared_state_bytes: int = 0  # its byte budget (0: unlimited)
+    kernel_impl: str | None = None    # None: Triton on CUDA, PyTorch on CPU; "triton" on CPU runs the interpreter
+    attention_impl: str | None = None  # None: as kernel_impl; "sdpa": softmax layers on SDPA (reference; eager)
+    enforce_eager: bool = False       # True: no CUDA graphs for decode (vLLM's name)
 
 
 def resolve_dtype(dtype, device: torch.device, cfg: ModelConfig) -> torch.dtype:
@@ -87,18 +93,20 @@ class LLMEngine:
         if self.device.type == "cuda":
             self.memory_plan = plan_memory(cfg, tensor_parallel_size, planned, self.dtype,
                                            torch.cuda.mem_get_info(self.device)[1], args.gpu_memory_utilization,
-                                           self.max_model_len, args.max_num_seqs)
+                                           self.max_model_len, args.max_num_seqs, self._graphs_wanted(),
+                                           args.prefill_chunk_size)
             print(self.memory_plan.describe())
             self.memory_plan.check()
-        self.workers = WorkerPool(ShardSpec(self.model_dir, self.dtype, str(self.device), quantization),
-                                  tensor_parallel_size, progress)
+        self.workers = WorkerPool(ShardSpec(self.model_dir, self.dtype, str(self.device), quantization,
+                                            args.kernel_impl, args.attention_impl), tensor_parallel_size, progress)
         local = self.workers.local
         self.model, self.quantization = local.model, local.quantization
         self.load_stats = local.load_stats
         num_blocks = self._num_kv_blocks()
-        self.workers.call("make_cache", args.max_num_seqs, num_blocks, BLOCK_SIZE)
+        self.workers.call("make_cache", args.max_num_seqs, num_blocks, BLOCK_SIZE, self.max_model_len)
         self.cache = local.cache
         self.runner = local.runner if tensor_parallel_size == 1 else ParallelRunner(self.workers)
+        self.graph_stats = self._capture_graphs() if self._graphs_wanted() else None
         self.num_kv_blocks = num_blocks
         self._build_bookkeeping()
         self.close_think_ids = self.tokenizer.encode("\n</think>\n")
@@ -170,6 +178,33 @@ class LLMEngine:
         if not self._persists_states():
             return 0, None
         return disk_states.adopt(self.keeper, self._state_identity())
+    def _graphs_wanted(self) -> bool:
+        """Decode graphs: on CUDA unless enforce_eager, and only over graph-capturable kernels (not SDPA/torch)."""
+        a = self.args
+        return (self.device.type == "cuda" and not a.enforce_eager and a.kernel_impl != "torch"
+                and a.attention_impl != "sdpa")
+
+    def _capture_graphs(self) -> dict | None:
+        """Every rank captures its decode graphs; under TP only after a timed probe of capturing an all-reduce.
+        A failure leaves the engine eager, with a warning."""
+        if self.tp_size > 1:
+            errors = [e for e in self.workers.call_all("probe_graph_collective", GRAPH_PROBE_TIMEOUT_S) if e]
+            if errors:
+                print(f"warning: CUDA graphs off (capturing an all-reduce failed: {errors[0]}); decode runs eagerly")
+                return None
+        try:
+            stats = self.workers.call_all("capture_graphs", GRAPH_MAX_BATCH)
+        except Exception as e:  # noqa: BLE001 - any capture error: stay correct, eager
+            why = (str(e).strip().splitlines() or [repr(e)])[-1]
+            print(f"warning: CUDA graph capture failed ({why}); decode runs eagerly")
+            self.workers.call_all("drop_graphs")
+            return None
+        worst = max(stats, key=lambda s: s["bytes"])
+        print(f"decode CUDA graphs: buckets {worst['buckets']} captured in {worst['seconds']:.1f} s, "
+              f"{worst['bytes'] / 2**20:.0f} MiB per GPU")
+        if getattr(self, "memory_plan", None) is not None:
+            self.memory_plan.graph_bytes = worst["bytes"]
+        return worst
 
     def _num_kv_blocks(self) -> int:
         tokens = self.args.kv_cache_tokens
@@ -177,7 +212,8 @@ class LLMEngine:
             free = min(self.workers.call_all("free_memory"))
             cfg = local_config(self.config, self.workers.tp)
             states = self.args.max_num_seqs * ModelCache.bytes_per_slot(cfg)
-            budget = free * self.args.gpu_memory_utilization - states - (2 << 30)
+            graphs = GRAPH_RESERVE if self._graphs_wanted() else 0
+            budget = free * self.args.gpu_memory_utilization - states - (2 << 30) - graphs
             tokens = int(budget // max(ModelCache.bytes_per_token(cfg, self.dtype), 1))
             if tokens < BLOCK_SIZE:
                 raise MemoryError(f"no room for a KV cache on {self.device}: {free / 2**30:.1f} GiB free after weights")

@@ -1,5 +1,9 @@
 """M1's softmax attention layer: GQA with partial RoPE over a paged KV cache (rows addressed per token).
 
+`impl="triton"` (CUDA default): decode through the paged flash-decoding kernel (one launch for the whole batch,
+graph-capturable), prefill chunks through the paged causal flash-attention kernel (kernels/attention). `impl="torch"`
+(CPU default, and the reference / fallback on CUDA as `attention_impl="sdpa"`): SDPA per sequence over its rows.
+
 Tensor parallel: q heads split in contiguous blocks; kv heads split too, or, with fewer kv heads than ranks,
 each rank keeps the one kv head its q heads read (replicated). `o_proj` is row-parallel: one all-reduce.
 """
@@ -7,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention.bias import causal_lower_right
+
+from kernels.attention import paged_decode_attention, paged_prefill_attention
 
 from ..context import ForwardContext
 from ..tp_group import TPGroup
@@ -45,6 +51,7 @@ class SoftmaxAttention(nn.Module):
         self.rotary = PartialRotary(cfg.rotary_dim, cfg.rope_theta)
         self.k_cache: torch.Tensor | None = None  # [rows, local KVH, D], bound by the model cache
         self.v_cache: torch.Tensor | None = None
+        self.impl = "triton" if torch.device(device or "cpu").type == "cuda" else "torch"
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         T = x.shape[0]
@@ -55,12 +62,29 @@ class SoftmaxAttention(nn.Module):
         q, k = self.rotary.apply(q, cos, sin), self.rotary.apply(k, cos, sin)
         self.k_cache[ctx.slot_mapping] = k.to(self.k_cache.dtype)
         self.v_cache[ctx.slot_mapping] = v.to(self.v_cache.dtype)
-        out = torch.empty_like(q)
-        bounds = ctx.bounds if ctx.bounds is not None else ctx.cu_seqlens.tolist()
-        for b, rows in enumerate(ctx.kv_rows):
-            lo, hi = bounds[b], bounds[b + 1]
-            out[lo:hi] = self._attend(q[lo:hi], self.k_cache[rows], self.v_cache[rows])
+        scale = self.head_dim ** -0.5
+        if self.impl == "triton" and ctx.is_decode:
+            out = paged_decode_attention(q, self.k_cache, self.v_cache, ctx.block_tables, ctx.seq_lens,
+                                         ctx.block_size, scale, max_seq_len=ctx.max_seq_len)
+        elif self.impl == "triton":
+            out = paged_prefill_attention(q, self.k_cache, self.v_cache, ctx.block_tables, ctx.cu_seqlens,
+                                          ctx.seq_lens, ctx.block_size, scale, max_seqlen_q=ctx.max_query_len)
+        else:
+            out = self._sdpa(q, ctx)
         return self.o_proj(out.reshape(T, -1))
+
+    def _sdpa(self, q: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        """The reference: each sequence's rows gathered through its block table, SDPA over them (padding: zeros)."""
+        out = torch.zeros_like(q)
+        bs, offsets = ctx.block_size, torch.arange(ctx.block_size, device=q.device)
+        for b, length in enumerate(ctx.seq_lens_host):
+            if length == 0:
+                continue
+            blocks = ctx.block_tables[b, :-(-length // bs)].long()
+            rows = (blocks[:, None] * bs + offsets[None, :]).flatten()[:length]
+            lo, hi = ctx.bounds[b], ctx.bounds[b + 1]
+            out[lo:hi] = self._attend(q[lo:hi], self.k_cache[rows], self.v_cache[rows])
+        return out
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q [n, H, D] are the last n of a context of k, v [ctx, KVH, D] rows; causal (lower-right aligned).

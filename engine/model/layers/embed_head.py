@@ -1,10 +1,14 @@
 """Vocab-parallel embedding and LM head: each rank holds ceil(V/N) rows of the vocabulary (zero padding at the end).
 
-The embedding looks up the ids it owns and all-reduces; the head (fp32: MiniMax moved it to fp32 because bf16 logits
-drifted) computes its slice of the logits and gathers them on rank 0.
+The embedding looks up the ids it owns and all-reduces; the head computes its slice of the logits and gathers them
+on rank 0. MiniMax moved the head to fp32 because bf16 logits drifted: what matters is fp32 activations and fp32
+accumulation, so a bf16 model keeps the checkpoint's bf16 head weights (half the bytes read per step) and computes
+fp32(w) . h in fp32 (kernels/fused/lm_head.py); other dtypes keep an fp32 head (the CPU reference).
 """
 import torch
 from torch import nn
+
+from kernels.fused import lm_head_logits
 
 from ..tp_group import TPGroup
 from .param import Source, fill, make_param
@@ -43,11 +47,25 @@ class VocabParallelEmbedding(VocabShard):
         return self.tp.all_reduce(x)
 
 
+def head_dtype(model_dtype: torch.dtype) -> torch.dtype:
+    return torch.bfloat16 if model_dtype == torch.bfloat16 else torch.float32
+
+
 class ParallelLMHead(VocabShard):
-    def __init__(self, vocab_size: int, hidden: int, tp: TPGroup, device=None):
-        super().__init__(vocab_size, hidden, tp, torch.float32, device)
+    def __init__(self, vocab_size: int, hidden: int, tp: TPGroup, device=None, dtype=torch.float32):
+        super().__init__(vocab_size, hidden, tp, head_dtype(dtype), device)
+
+    def local_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """This rank's fp32 logits [T, V/N] (padding columns included): no collective, graph-capturable."""
+        if self.weight.dtype == torch.bfloat16:
+            return lm_head_logits(hidden, self.weight)
+        return hidden.float() @ self.weight.t()
+
+    def gather(self, local: torch.Tensor) -> torch.Tensor | None:
+        """Every rank's slice gathered on rank 0 and cut to the vocabulary (None on other ranks)."""
+        logits = self.tp.gather_last_dim(local)
+        return None if logits is None else logits[:, :self.vocab_size]
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor | None:
         """fp32 logits [T, V] on rank 0 (None on other ranks)."""
-        logits = self.tp.gather_last_dim(hidden.float() @ self.weight.t())
-        return None if logits is None else logits[:, :self.vocab_size]
+        return self.gather(self.local_logits(hidden))

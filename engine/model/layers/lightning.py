@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kernels.fused import lightning_gate_norm, lightning_gate_partial, rms_scale
 from kernels.lightning import default_impl, layer_slopes, lightning_decode, lightning_prefill
 
 from ..context import ForwardContext
@@ -37,6 +38,7 @@ class LightningAttention(nn.Module):
         self.register_buffer("slopes", slopes.to(device), persistent=False)
         self.impl = default_impl(device or "cpu")
         self.state_pool: torch.Tensor | None = None  # [slots, local heads, D, D] fp32, bound by the model cache
+        self.fused_gate = False  # decode: norm + sigmoid gate in one launch (kernels/fused)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         T = x.shape[0]
@@ -49,9 +51,19 @@ class LightningAttention(nn.Module):
             o, final = lightning_prefill(q, k, v, self.slopes, init, ctx.cu_seqlens, impl=self.impl)
             self.state_pool[ctx.state_slots] = final
         o = o.reshape(T, -1)
+        if self.fused_gate and ctx.is_decode:
+            return self._fused_output(x, o)
         if self.tp.size == 1:
             return self.out_proj(torch.sigmoid(self.output_gate(x)) * self.norm(o))
         return self._sharded_output(x, o)
+
+    def _fused_output(self, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+        gate = self.output_gate(x)
+        if self.tp.size == 1:
+            return self.out_proj(lightning_gate_norm(o, gate, self.norm.weight, self.eps))
+        partial, sum_sq = lightning_gate_partial(o, gate, self.norm.weight)
+        both = self.tp.all_reduce(torch.cat([self.out_proj(partial).float(), sum_sq], dim=-1))
+        return rms_scale(both, self.inner, self.eps, x.dtype)
 
     def _sharded_output(self, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
         """norm over all heads -> gate -> out_proj, with the norm's sum of squares riding on out_proj's all-reduce."""

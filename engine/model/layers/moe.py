@@ -11,6 +11,7 @@ import os
 import torch
 from torch import nn
 
+from kernels.fused import router_topk
 from kernels.moe import fused_moe
 
 from ..tp_group import TPGroup
@@ -39,6 +40,7 @@ class SparseMoE(nn.Module):
             self.w2_scale = make_param((E, H), torch.float32, device, self._load_w2_scale)
         self.on_cuda = torch.device(device or "cpu").type == "cuda"
         self.impl = os.environ.get("M1_MOE_IMPL")  # None: chosen per call (see _impl)
+        self.fused_router = False  # softmax + top-k + renormalise in one launch (kernels/fused)
 
     # --- loading: (kind, expert) shard ids; kinds w1/w3/w2 per expert, gate_up/down for all experts -----------
     def _rows(self, base: int = 0) -> slice:
@@ -90,6 +92,8 @@ class SparseMoE(nn.Module):
     # --- forward ------------------------------------------------------------------------------------------------
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [T, H] -> (weights [T, k] in x.dtype, expert ids [T, k])."""
+        if self.fused_router:
+            return router_topk(x.float() @ self.gate.weight.t(), self.top_k, x.dtype)
         probs = torch.softmax(x.float() @ self.gate.weight.t(), dim=-1)
         weights, ids = probs.topk(self.top_k, dim=-1)
         return (weights / weights.sum(-1, keepdim=True)).to(x.dtype), ids

@@ -6,10 +6,16 @@ class PartialRotary:
     def __init__(self, rotary_dim: int, theta: float):
         self.rotary_dim = rotary_dim
         self.inv_freq = 1.0 / theta ** (torch.arange(0, rotary_dim, 2, dtype=torch.float32) / rotary_dim)
+        self._on_device: dict[torch.device, torch.Tensor] = {}  # no host-to-device copy per step (graph capture)
+
+    def freqs_on(self, device: torch.device) -> torch.Tensor:
+        if device not in self._on_device:
+            self._on_device[device] = self.inv_freq.to(device)
+        return self._on_device[device]
 
     def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """positions [T] -> cos, sin [T, 1, rotary_dim] in fp32."""
-        freqs = positions.float()[:, None] * self.inv_freq.to(positions.device)[None, :]
+        freqs = positions.float()[:, None] * self.freqs_on(positions.device)[None, :]
         emb = torch.cat([freqs, freqs], dim=-1)[:, None, :]
         return emb.cos(), emb.sin()
 
