@@ -5,6 +5,7 @@
 `mount_ui` puts the studio at `/` (studio.ui.ui: `gr.mount_gradio_app(app, blocks, path="/", auth=...)`); it is
 called last so /v1 and /health keep precedence.
 """
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 

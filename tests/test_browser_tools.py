@@ -48,7 +48,7 @@ def test_tool_calls_and_results_are_collapsible_blocks(page, tmp_path):
     with page.expect_file_chooser() as chooser:
         page.locator("#m1-import").click()
     chooser.value.set_files(str(export_file(tmp_path / "tools.json")))
-    page.locator("#m1-sessions").get_by_text(TITLE, exact=True).first.click()
+    page.locator("#m1-sessions").get_by_text(f"{TITLE} (imported)", exact=True).first.click()  # imports are titled so
     chat = page.locator("#m1-chat")
     chat.get_by_text("The answer is 42.").wait_for()
     call_title, result_title = chat.get_by_text("🔧 Called calculator"), chat.get_by_text("📋 Result of calculator")

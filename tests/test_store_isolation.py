@@ -52,6 +52,7 @@ DENIED = {
     "create_share": lambda w: w.store.create_share(w.bob, w.sid),
     "revoke_share": lambda w: w.store.revoke_share(w.bob, w.sid),
     "add_turn": lambda w: w.store.add_turn(w.bob, w.sid, "hi"),
+    "add_child": lambda w: w.store.add_child(w.bob, w.reply, "tool", "[]"),
     "regenerate": lambda w: w.store.regenerate(w.bob, w.reply),
     "edit_turn": lambda w: w.store.edit_turn(w.bob, w.user_msg, "edited"),
     "update_message": lambda w: w.store.update_message(w.bob, w.reply, content="changed"),
