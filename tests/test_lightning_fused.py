@@ -1,0 +1,115 @@
+"""The fused lightning prefill (kernels/lightning/fused.py) and the variant specs against the fp64 recurrence.
+
+Runs the Triton kernel on CPU tensors through Triton's interpreter (exact fp32 dots there, so every operand mode
+checks the same indexing, decay and state logic; the modes' rounding is measured on the GPU by
+bench/lightning_prefill.py). Initial states are random and non-zero; lengths straddle the block boundaries.
+"""
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import kernels.lightning as lightning  # noqa: E402
+from kernels.lightning import chunk, naive, variants  # noqa: E402
+from kernels.lightning.fused import fused_prefill  # noqa: E402
+from test_lightning_kernels import check, inputs, slopes_for  # noqa: E402
+
+# bf16: the interpreter rounds the bf16 dot operands as the GPU does (P and V*decay single bf16 in the "-s" sets),
+# over a few hundred values; the logic errors these tests look for are > 1e-2. fp32 inputs check the logic tightly.
+TOL = {torch.float32: 1e-5, torch.bfloat16: 4e-3}
+STATE_TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-3}
+
+
+def per_sequence_reference(q, k, v, slopes, init, cu):
+    """fp64 recurrence of each packed sequence: (o [T, H, D], states [N, H, D, D])."""
+    outs, states = [], []
+    for n, (lo, hi) in enumerate(zip(cu[:-1].tolist(), cu[1:].tolist())):
+        o, s = naive.recurrence(q[lo:hi], k[lo:hi], v[lo:hi], slopes, init[n])
+        outs.append(o)
+        states.append(s)
+    return torch.cat(outs), torch.stack(states)
+
+
+@pytest.mark.parametrize("T,block_t", [(1, 16), (16, 16), (17, 16), (95, 32), (200, 64)])
+def test_fused_one_sequence_matches_recurrence(T, block_t):
+    H, D = 2, 32
+    q, k, v = inputs(T, H, D, torch.bfloat16, seed=T)
+    slopes = torch.cat([slopes_for(1, 0), slopes_for(1, 78)])
+    init = torch.randn(1, H, D, D, generator=torch.Generator().manual_seed(T)) * 4
+    o, state = fused_prefill(q, k, v, slopes, init, block_t=block_t, block_v=16, min_programs=0)
+    ref_o, ref_state = naive.recurrence(q, k, v, slopes, init[0])
+    assert o.dtype == torch.bfloat16 and o.shape == (T, H, D) and state.shape == (1, H, D, D)
+    check(f"fused T={T} bt={block_t}", o, ref_o, TOL[torch.bfloat16])
+    check("  final state", state[0], ref_state, STATE_TOL[torch.bfloat16])
+
+
+@pytest.mark.parametrize("dtype,operands", [(torch.bfloat16, "split-s"), (torch.bfloat16, "fp16-s"),
+                                            (torch.bfloat16, "tf32-s"), (torch.bfloat16, "fp16"),
+                                            (torch.float32, "split-s")])
+def test_fused_varlen_with_initial_states(dtype, operands):
+    lens = [5, 0, 32, 33, 70, 1]
+    H, D = 3, 16
+    cu = torch.tensor([0] + lens).cumsum(0).to(torch.int32)
+    q, k, v = inputs(int(cu[-1]), H, D, dtype, seed=7)
+    slopes = torch.cat([slopes_for(2, 0), slopes_for(1, 78)])
+    init = torch.randn(len(lens), H, D, D, generator=torch.Generator().manual_seed(3)) * 8
+    o, states = fused_prefill(q, k, v, slopes, init, cu, block_t=16, block_v=16, operands=operands,
+                              min_programs=0)
+    ref_o, ref_states = per_sequence_reference(q, k, v, slopes, init, cu)
+    check(f"fused varlen {dtype} {operands}", o, ref_o, TOL[dtype])
+    check("  final states (the empty sequence keeps its initial state)", states, ref_states, STATE_TOL[dtype])
+    assert torch.equal(states[1], init[1])
+
+
+def test_fused_without_initial_state_reads_strided_qkv():
+    T, H, D = 90, 2, 32
+    qkv = torch.nn.functional.silu(torch.randn(T, H * 3 * D)).to(torch.bfloat16)
+    q, k, v = qkv.view(T, H, 3 * D).split(D, dim=-1)
+    slopes = slopes_for(H, 0)
+    o, state = fused_prefill(q, k, v, slopes, block_t=32, min_programs=0)
+    ref_o, ref_state = naive.recurrence(q, k, v, slopes)
+    check("fused strided qkv", o, ref_o, TOL[torch.bfloat16])
+    check("  final state", state[0], ref_state, STATE_TOL[torch.bfloat16])
+
+
+def test_fused_falls_back_to_chunks_when_the_grid_is_small():
+    """2 heads x 1 value block < the SM count: the chunked form runs, with the same operands."""
+    q, k, v = inputs(40, 2, 32, torch.bfloat16, seed=1)
+    slopes = slopes_for(2, 78)
+    got = fused_prefill(q, k, v, slopes, block_t=16, operands="split-s")
+    want = chunk.chunk_prefill(q, k, v, slopes, operands="split-s")
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_chunk_accepts_the_new_operand_sets():
+    lens = [20, 47]
+    cu = torch.tensor([0] + lens).cumsum(0).to(torch.int32)
+    q, k, v = inputs(67, 2, 16, torch.bfloat16, seed=5)
+    slopes = slopes_for(2, 0)
+    init = torch.randn(2, 2, 16, 16, generator=torch.Generator().manual_seed(5)) * 8
+    ref_o, ref_states = per_sequence_reference(q, k, v, slopes, init, cu)
+    for operands in ("split-s", "tf32-s"):
+        o, states = chunk.chunk_prefill(q, k, v, slopes, init, cu, chunk=32, block_t=16, operands=operands)
+        check(f"chunk {operands}", o, ref_o, TOL[torch.bfloat16])
+        check("  final states", states, ref_states, STATE_TOL[torch.bfloat16])
+
+
+def test_variant_specs_select_kernels_and_settings(monkeypatch):
+    fn, kwargs = variants.parse("fused/fp16-s/bt32/bv16/w8/s1")
+    assert fn is fused_prefill
+    assert kwargs == {"operands": "fp16-s", "block_t": 32, "block_v": 16, "num_warps": 8, "num_stages": 1}
+    assert variants.parse("chunk") == (chunk.chunk_prefill, {})
+    for bad in ("flash/bf16", "fused/fp8", "chunk/bt"):
+        with pytest.raises(ValueError, match="prefill variant"):
+            variants.parse(bad)
+    q, k, v = inputs(50, 2, 16, torch.bfloat16, seed=2)
+    slopes = slopes_for(2, 0)
+    direct = fused_prefill(q, k, v, slopes, block_t=16, block_v=16, min_programs=0)
+    monkeypatch.setattr(lightning, "TRITON_PREFILL", "fused/bt16/bv16")
+    monkeypatch.setattr(lightning.fused, "fills_gpu", lambda *a, **kw: True)
+    by_default = lightning.lightning_prefill(q, k, v, slopes, impl="triton")
+    by_name = lightning.lightning_prefill(q, k, v, slopes, impl="triton:fused/bt16/bv16")
+    for got in (by_default, by_name):
+        assert torch.equal(got[0], direct[0]) and torch.equal(got[1], direct[1])
