@@ -63,6 +63,26 @@ def test_fused_varlen_with_initial_states(dtype, operands):
     assert torch.equal(states[1], init[1])
 
 
+def test_fused_segments_pass_the_state_between_launches():
+    """Launches of 32 tokens: sequences ending inside, exactly at, and before a segment boundary."""
+    lens = [5, 0, 32, 33, 70, 1]
+    H, D = 2, 16
+    cu = torch.tensor([0] + lens).cumsum(0).to(torch.int32)
+    q, k, v = inputs(int(cu[-1]), H, D, torch.float32, seed=9)
+    slopes = slopes_for(H, 0)
+    init = torch.randn(len(lens), H, D, D, generator=torch.Generator().manual_seed(9))
+    ref_o, ref_states = per_sequence_reference(q, k, v, slopes, init, cu)
+    o, states = fused_prefill(q, k, v, slopes, init, cu, block_t=16, block_v=16, segment=32, min_programs=0)
+    check("fused segments of 32", o, ref_o, TOL[torch.float32])
+    check("  final states", states, ref_states, STATE_TOL[torch.float32])
+    o, states = fused_prefill(q[:70], k[:70], v[:70], slopes, None, block_t=16, segment=48, min_programs=0)
+    ref_o, ref_state = naive.recurrence(q[:70], k[:70], v[:70], slopes)
+    check("fused one sequence, segments of 48, no initial state", o, ref_o, TOL[torch.float32])
+    check("  final state", states[0], ref_state, STATE_TOL[torch.float32])
+    with pytest.raises(ValueError, match="multiple of block_t"):
+        fused_prefill(q, k, v, slopes, block_t=16, segment=40, min_programs=0)
+
+
 def test_fused_without_initial_state_reads_strided_qkv():
     T, H, D = 90, 2, 32
     qkv = torch.nn.functional.silu(torch.randn(T, H * 3 * D)).to(torch.bfloat16)
@@ -101,7 +121,8 @@ def test_variant_specs_select_kernels_and_settings(monkeypatch):
     assert fn is fused_prefill
     assert kwargs == {"operands": "fp16-s", "block_t": 32, "block_v": 16, "num_warps": 8, "num_stages": 1}
     assert variants.parse("chunk") == (chunk.chunk_prefill, {})
-    for bad in ("flash/bf16", "fused/fp8", "chunk/bt"):
+    assert variants.parse("fused/g4096")[1] == {"segment": 4096}
+    for bad in ("flash/bf16", "fused/fp8", "chunk/bt", "chunk/g4096"):
         with pytest.raises(ValueError, match="prefill variant"):
             variants.parse(bad)
     q, k, v = inputs(50, 2, 16, torch.bfloat16, seed=2)

@@ -3,7 +3,9 @@
 `_fused_kernel`, one program per (V slice, sequence, head), walks its whole sequence in blocks of BT tokens, holding
 its [D, BV] slice of the state in registers from the initial state to the final one (written at the end):
     O_b = diag(q_decay) Q_b S + (Q_b K_b^T * Dmask) V_b ;   S <- exp(-s m_b) S + (K_b * k_decay)^T V_b
-(m_b = tokens in the block; the last block may be partial). Against chunk.py's three launches this saves the delta
+(m_b = tokens in the block; the last block may be partial). fused.py may cut sequences into segments, one launch
+each, the state passing through `final` (read back as `init`): programs of one head then stay within a segment of
+each other, so the V slices' shared q, k reads keep hitting L2. Against chunk.py's three launches this saves the delta
 pass (k, v read a second time) and the scan, at the price of parallelism: N * H * D / BV programs, so it pays only
 when that fills the GPU (fused.py falls back to the chunked form when it does not).
 The state-dependent products are issued before the intra-block ones that do not need them. Dot operand modes are
@@ -17,17 +19,21 @@ from .chunk_kernels import _dot_a32, _dot_b32, _mm, _q_state
 
 
 @triton.jit
-def _fused_kernel(q, k, v, o, slopes, init, final, cu_seqlens, T, s_qt, s_qh, s_kt, s_kh, s_vt, s_vh,
-                  H: tl.constexpr, D: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr, VARLEN: tl.constexpr,
+def _fused_kernel(q, k, v, o, slopes, init, final, cu_seqlens, T, seg_lo, seg_len, s_qt, s_qh, s_kt, s_kh, s_vt,
+                  s_vh, H: tl.constexpr, D: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr, VARLEN: tl.constexpr,
                   HAS_INIT: tl.constexpr, IEEE: tl.constexpr, SPLIT_S: tl.constexpr, SPLIT_KV: tl.constexpr,
                   SPLIT_P: tl.constexpr, INTERP: tl.constexpr, F32P: tl.constexpr):
     i_v, n, h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     if VARLEN:
         start = tl.load(cu_seqlens + n)
-        m = tl.load(cu_seqlens + n + 1) - start
+        length = tl.load(cu_seqlens + n + 1) - start
     else:
         start = n * 0
-        m = T
+        length = T
+    if (seg_lo > 0) & (length <= seg_lo):  # a later segment of a sequence already done: its final state is written
+        return
+    start += seg_lo  # this launch covers tokens [seg_lo, seg_lo + seg_len) of every sequence
+    m = tl.minimum(length - seg_lo, seg_len)
     slope = tl.load(slopes + h) * 1.4426950408889634
     o_t, o_d, o_v = tl.arange(0, BT), tl.arange(0, D), i_v * BV + tl.arange(0, BV)
     o_state = (n * H + h).to(tl.int64) * D * D + o_d[:, None] * D + o_v[None, :]

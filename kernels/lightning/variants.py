@@ -2,7 +2,8 @@
 
 Spec: "<family>[/<operands>][/bt<N>][/bv<N>][/w<N>][/s<N>]", family "chunk" (chunk.py: delta, scan and output
 launches) or "fused" (fused.py: one launch, the state kept in registers over the whole sequence); operands a key of
-chunk.OPERANDS; bt/bv the token and value-column block, w the warps, s the pipeline stages. Unnamed settings keep the
+chunk.OPERANDS; bt/bv the token and value-column block, w the warps, s the pipeline stages, g (fused only) the
+tokens per launch. Unnamed settings keep the
 family's defaults, so "chunk" is chunk_prefill as it was. bench/lightning_prefill.py times these and prints the spec
 of the fastest one within the error bar.
 """
@@ -12,7 +13,7 @@ from .chunk import OPERANDS, chunk_prefill
 from .fused import fused_prefill
 
 FAMILIES = {"chunk": chunk_prefill, "fused": fused_prefill}
-KEYS = {"bt": "block_t", "bv": "block_v", "w": "num_warps", "s": "num_stages"}
+KEYS = {"bt": "block_t", "bv": "block_v", "w": "num_warps", "s": "num_stages", "g": "segment"}
 
 
 def parse(spec: str):
@@ -22,14 +23,16 @@ def parse(spec: str):
         raise ValueError(f"prefill variant {spec!r}: family must be one of {sorted(FAMILIES)}, got {family!r}")
     kwargs = {}
     for part in parts:
-        hit = re.fullmatch(r"(bt|bv|w|s)(\d+)", part)
+        hit = re.fullmatch(r"(bt|bv|w|s|g)(\d+)", part)
         if part in OPERANDS:
             kwargs["operands"] = part
         elif hit:
             kwargs[KEYS[hit.group(1)]] = int(hit.group(2))
         else:
             raise ValueError(f"prefill variant {spec!r}: unknown part {part!r} (operands one of {sorted(OPERANDS)}, "
-                             f"or bt/bv/w/s followed by a number)")
+                             f"or bt/bv/w/s/g followed by a number)")
+    if family == "chunk" and "segment" in kwargs:
+        raise ValueError(f"prefill variant {spec!r}: segments (g) are for the fused family only")
     return FAMILIES[family], kwargs
 
 
