@@ -2,9 +2,11 @@
 
 `python bench/lightning_prefill.py --out DIR` (H200: ~40 s, at most --deadline s of timing). For every variant of
 SWEEP (kernels/lightning/variants.py specs; "chunk" is today's default, "chunk/bf16" its opt-in bf16 operands):
-1. error vs the fp32 reference (naive.py's block form, fp32 on the GPU, TF32 off, output not rounded to bf16) on a ragged batch of 3 sequences
-   (8,192 tokens, H = 64, D = 128, SiLU bf16 inputs, slopes of M1's layers 0 and 78) with random zero-mean initial
-   states of scale 1 ("silu") and 32 ("state": the state's product dominates; bf16-rounded states fail here), and
+1. error vs the fp32 reference (naive.py's block form, fp32 on the GPU, TF32 off, output not rounded to bf16) on a
+   ragged batch of 3 sequences (8,192 tokens, H = 64, D = 128, SiLU bf16 inputs, slopes of M1's layers 0 and 78;
+   the timed inputs use the same slopes) with random zero-mean initial
+   states of scale 1 ("silu") and 256 ("state": the state's product dominates, so a bf16-rounded state fails, ~2.3e-3
+   in a PyTorch emulation, while fp16 / split / tf32 states stay at the 1.65e-3 of bf16 output rounding), and
    on the first timed input ("long", 32,768 tokens); relative norm error of o and of the final states, and
    max |o - ref| / max |ref|; "worst" is the largest relative norm error of all;
 2. median time (do_bench) at T = 32,768 and 131,072, one sequence with an initial state (the engine's call),
@@ -89,7 +91,7 @@ def error_cases(dev, H, D, lens, g, long_args):
     q, k, v = silu(int(cu[-1]), H, D, dev, g)
     slopes = head_slopes(H, dev)
     cases = []
-    for name, scale in (("silu", 1.0), ("state", 32.0)):
+    for name, scale in (("silu", 1.0), ("state", 256.0)):
         init = torch.randn(len(lens), H, D, D, device=dev, generator=g) * scale
         args = (q, k, v, slopes, init, cu)
         cases.append((name, args, reference(*args)))
@@ -191,7 +193,6 @@ def measure(specs, smoke, deadline, workers):
          "torch": torch.__version__, "triton": triton.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC",
                                                                                            time.gmtime()),
          "H": H, "D": D, "lengths": list(lengths), "error_lengths": lens, "bar": BAR, "target_ns": TARGET_NS}
-    r["copy_TBps"] = copy_ceiling(dev) / 1e12
     slopes = head_slopes(H, dev)
     inputs = {T: (*silu(T, H, D, dev, g), slopes, torch.randn(1, H, D, D, device=dev, generator=g),
                   torch.tensor([0, T], device=dev, dtype=torch.int32)) for T in lengths}
@@ -202,6 +203,8 @@ def measure(specs, smoke, deadline, workers):
         except subprocess.TimeoutExpired:
             p.kill()
     r["compile_warm_s"] = time.time() - t0
+    r["copy_TBps"] = copy_ceiling(dev) / 1e12  # after the compile processes: they would share the GPU
+    print(f"compiled in {r['compile_warm_s']:.0f} s; copy ceiling {r['copy_TBps']:.2f} TB/s", flush=True)
     r["variants"] = {}
     for spec in specs:
         if time.time() - t0 > deadline:
