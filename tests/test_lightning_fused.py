@@ -134,3 +134,22 @@ def test_variant_specs_select_kernels_and_settings(monkeypatch):
     by_name = lightning.lightning_prefill(q, k, v, slopes, impl="triton:fused/bt16/bv16")
     for got in (by_default, by_name):
         assert torch.equal(got[0], direct[0]) and torch.equal(got[1], direct[1])
+
+
+def test_bench_smoke_times_checks_and_picks(tmp_path):
+    """bench/lightning_prefill.py --smoke (the interpreter, tiny sizes) on two variants: errors of every case, the
+    timings, the pick and the one-line default switch land in the JSON."""
+    import json
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "bench/lightning_prefill.py", "--smoke", "--out", str(tmp_path), "chunk",
+                           "fused/split-s/g64"], cwd=root, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    r = json.loads((tmp_path / "lightning_prefill_cpu_smoke.json").read_text())
+    assert set(r["variants"]) == {"chunk", "fused/split-s/g64"}
+    for v in r["variants"].values():
+        assert set(v["err"]) == {"silu", "state", "long", "worst"} and v["err"]["worst"] < 2.5e-3
+        assert v["T96"]["ns_per_token_head"] > 0 and 0 < v["T96"]["copy_share"]
+    assert r["best"] in r["variants"] and r["default_line"].endswith(f'TRITON_PREFILL = "{r["best"]}"')
+    assert "one-line default switch" in done.stdout
