@@ -142,12 +142,34 @@ def timing(spec, inputs, H, D, copy):
     return out
 
 
+def kernel_of(spec):
+    """The spec without its segment length (g), which changes no compiled kernel."""
+    return "/".join(p for p in spec.split("/") if not p.startswith("g"))
+
+
 def warm(workers, specs):
-    """Start processes that compile each spec once (tiny inputs, same specialisation) into Triton's disk cache;
-    segment lengths (g) change no kernel, so specs differing only there compile once."""
-    specs = list(dict.fromkeys("/".join(p for p in spec.split("/") if not p.startswith("g")) for spec in specs))
+    """Start processes that compile and run each kernel once (tiny inputs, same specialisation), filling Triton's
+    disk cache; they print "OK <spec>" or "FAIL <spec> <error>" per kernel."""
+    specs = list(dict.fromkeys(kernel_of(s) for s in specs))
     return [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--warm", f"{i}/{workers}", *specs],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(workers)]
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for i in range(workers)]
+
+
+def warm_failures(procs, t0, limit=60.0):
+    """{kernel spec: error} for the kernels a compile process saw fail; a crash there (an illegal address) must not
+    take the main process's CUDA context with it, so those are skipped."""
+    failed = {}
+    for p in procs:
+        try:
+            out, _ = p.communicate(timeout=max(1.0, limit - (time.time() - t0)))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, _ = p.communicate()
+        for line in out.splitlines():
+            if line.startswith("FAIL "):
+                spec, _, err = line[5:].partition(" ")
+                failed[spec] = err
+    return failed
 
 
 def warm_worker(part, specs):
@@ -160,9 +182,12 @@ def warm_worker(part, specs):
     for spec in specs[i::n]:
         try:
             call(spec, q, k, v, head_slopes(H, dev), init, cu)
+            torch.cuda.synchronize()
+            print("OK", spec, flush=True)
         except Exception as e:  # noqa: BLE001  (the main process reports it)
-            print(spec, repr(e)[:200])
-    torch.cuda.synchronize()
+            print("FAIL", spec, repr(e)[:200].replace("\n", " "), flush=True)
+            if not cuda_alive("cuda"):
+                return  # the rest of this share is compiled by the main process
 
 
 def pick(variants, lengths):
@@ -214,19 +239,16 @@ def measure(specs, smoke, deadline, workers, save):
     inputs = {T: (*silu(T, H, D, dev, g), slopes, torch.randn(1, H, D, D, device=dev, generator=g),
                   torch.tensor([0, T], device=dev, dtype=torch.int32)) for T in lengths}
     cases = error_cases(dev, H, D, lens, g, inputs[lengths[0]])
-    for p in procs:
-        try:
-            p.wait(timeout=max(1.0, 60 - (time.time() - t0)))
-        except subprocess.TimeoutExpired:
-            p.kill()
-    r["compile_warm_s"] = time.time() - t0
+    failed = warm_failures(procs, t0)
+    r["compile_warm_s"], r["compile_failures"] = time.time() - t0, failed
     r["copy_TBps"] = copy_ceiling(dev) / 1e12  # after the compile processes: they would share the GPU
     print(f"compiled in {r['compile_warm_s']:.0f} s; copy ceiling {r['copy_TBps']:.2f} TB/s", flush=True)
     r["variants"] = {}
     alive, r["seconds"] = True, time.time() - t0
     for spec in specs:
-        if time.time() - t0 > deadline or not alive:
-            why = "the CUDA context was lost" if not alive else f"past the {deadline} s deadline"
+        if time.time() - t0 > deadline or not alive or kernel_of(spec) in failed:
+            why = ("the CUDA context was lost" if not alive else f"past the {deadline} s deadline"
+                   if kernel_of(spec) not in failed else "failed in the compile process: " + failed[kernel_of(spec)])
             r["variants"][spec] = {"failed": f"skipped: {why}"}
             continue
         try:
