@@ -198,7 +198,9 @@ def pick(variants, lengths):
 
 
 def table(r, lengths):
-    lines = [f"card: {r['device']}  copy ceiling {r['copy_TBps']:.2f} TB/s  (H={r['H']}, D={r['D']}, bf16)",
+    floor = 4 * r["D"] * 2 / (r["copy_TBps"] * 1e12) * 1e9  # q, k, v read + o written at the copy ceiling
+    lines = [f"card: {r['device']}  copy ceiling {r['copy_TBps']:.2f} TB/s  (H={r['H']}, D={r['D']}, bf16; "
+             f"memory floor {floor:.3f} ns per token·head)",
              "| variant | err silu | err state | err long | state err | " + " | ".join(f"ns T={T}" for T in lengths)
              + f" | TB/s T={lengths[-1]} | % copy |", "|---" * (6 + len(lengths)) + "|"]
     for spec, v in r["variants"].items():
