@@ -1,4 +1,4 @@
-"""Fused lightning prefill on Triton: input checks and the one launch of fused_kernels.py.
+"""Fused lightning prefill on Triton: input checks and the launch of fused_kernels.py (one per segment of tokens).
 
 One program per (V slice, sequence, head) walks the whole sequence with its state in registers, so the grid is
 N * H * D / block_v programs whatever the length. When that does not fill the GPU (few heads per GPU under tensor
@@ -19,7 +19,7 @@ def fills_gpu(H, D, block_v, device, min_programs=None):
 
 def fused_prefill(q, k, v, slopes, initial_state=None, cu_seqlens=None, *, block_t=64, block_v=32, num_warps=4,
                   num_stages=2, operands="split-s", f32_precision="tf32x3", min_programs=None, segment=None):
-    """Lightning prefill of packed sequences, one launch.
+    """Lightning prefill of packed sequences, one launch (per segment).
 
     Same contract as chunk.chunk_prefill: q, k, v [T, H, D] (bf16 or fp32; last dim contiguous), slopes [H] fp32,
     initial_state [N, H, D, D] fp32 or None, cu_seqlens [N+1] int or None. Returns (o [T, H, D] in q.dtype,
