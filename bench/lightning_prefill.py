@@ -29,6 +29,7 @@ if "--smoke" in sys.argv:
 
 import torch  # noqa: E402
 import triton  # noqa: E402
+from triton.testing import do_bench  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from kernels.lightning import layer_slopes, naive  # noqa: E402
@@ -122,7 +123,7 @@ def median_s(fn, dev):
             fn()
             times.append(time.perf_counter() - t)
         return statistics.median(times)
-    return triton.testing.do_bench(fn, warmup=10, rep=50, return_mode="median") / 1e3
+    return do_bench(fn, warmup=10, rep=50, return_mode="median") / 1e3
 
 
 def copy_ceiling(dev):
