@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -31,9 +30,10 @@ import torch  # noqa: E402
 import triton  # noqa: E402
 from triton.testing import do_bench  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.path.dirname(os.path.abspath(__file__))]
 from kernels.lightning import layer_slopes, naive  # noqa: E402
 from kernels.lightning.variants import run_prefill  # noqa: E402
+from warm_processes import cuda_alive, kernel_of, warm, warm_failures  # noqa: E402
 
 SWEEP = ["chunk", "chunk/bf16",  # today's default and its opt-in bf16 operands; then the likeliest first (--deadline)
          "fused/split-s", "fused/fp16-s", "fused/split-s/s3", "fused/fp16-s/s3", "fused/split-s/s3/g16384",
@@ -143,36 +143,6 @@ def timing(spec, inputs, H, D, copy):
     return out
 
 
-def kernel_of(spec):
-    """The spec without its segment length (g), which changes no compiled kernel."""
-    return "/".join(p for p in spec.split("/") if not p.startswith("g"))
-
-
-def warm(workers, specs):
-    """Start processes that compile and run each kernel once (tiny inputs, same specialisation), filling Triton's
-    disk cache; they print "OK <spec>" or "FAIL <spec> <error>" per kernel."""
-    specs = list(dict.fromkeys(kernel_of(s) for s in specs))
-    return [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--warm", f"{i}/{workers}", *specs],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for i in range(workers)]
-
-
-def warm_failures(procs, t0, limit=60.0):
-    """{kernel spec: error} for the kernels a compile process saw fail; a crash there (an illegal address) must not
-    take the main process's CUDA context with it, so those are skipped."""
-    failed = {}
-    for p in procs:
-        try:
-            out, _ = p.communicate(timeout=max(1.0, limit - (time.time() - t0)))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, _ = p.communicate()
-        for line in out.splitlines():
-            if line.startswith("FAIL "):
-                spec, _, err = line[5:].partition(" ")
-                failed[spec] = err
-    return failed
-
-
 def warm_worker(part, specs):
     i, n = (int(x) for x in part.split("/"))
     g = torch.Generator(device="cuda").manual_seed(i)
@@ -218,21 +188,10 @@ def table(r, lengths):
     return "\n".join(lines)
 
 
-def cuda_alive(dev):
-    """False once the context is lost (an illegal address is sticky: every later launch would fail too)."""
-    if dev != "cuda":
-        return True
-    try:
-        torch.cuda.synchronize()
-        return True
-    except Exception:  # noqa: BLE001
-        return False
-
-
 def measure(specs, smoke, deadline, workers, save):
     t0 = time.time()
     dev, H, D, lengths, lens = sizes(smoke)
-    procs = warm(workers, specs) if dev == "cuda" and workers > 0 else []
+    procs = warm(__file__, workers, specs) if dev == "cuda" and workers > 0 else []
     g = torch.Generator(device=dev).manual_seed(0)
     r = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu (interpreter smoke)",
          "torch": torch.__version__, "triton": triton.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC",
