@@ -33,7 +33,7 @@ from triton.testing import do_bench  # noqa: E402
 sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.path.dirname(os.path.abspath(__file__))]
 from kernels.lightning import layer_slopes, naive  # noqa: E402
 from kernels.lightning.variants import run_prefill  # noqa: E402
-from warm_processes import cuda_alive, kernel_of, warm, warm_failures  # noqa: E402
+from warm_processes import cuda_alive, kernel_of, warm, warm_results  # noqa: E402
 
 SWEEP = ["chunk", "chunk/bf16",  # today's default and its opt-in bf16 operands; then the likeliest first (--deadline)
          "fused/split-s", "fused/fp16-s", "fused/split-s/s3", "fused/fp16-s/s3", "fused/split-s/s3/g16384",
@@ -143,21 +143,24 @@ def timing(spec, inputs, H, D, copy):
     return out
 
 
-def warm_worker(part, specs):
+def warm_worker(part, specs, smoke):
+    """A compile process (warm_processes.py): its share of the specs once on 256 tokens (64 under --smoke)."""
     i, n = (int(x) for x in part.split("/"))
-    g = torch.Generator(device="cuda").manual_seed(i)
-    dev, H, D, _, _ = sizes(False)
-    q, k, v = silu(256, H, D, dev, g)
+    dev, H, D, _, _ = sizes(smoke)
+    T = 64 if smoke else 256
+    g = torch.Generator(device=dev).manual_seed(i)
+    q, k, v = silu(T, H, D, dev, g)
     init = torch.randn(1, H, D, D, device=dev, generator=g)
-    cu = torch.tensor([0, 256], device=dev, dtype=torch.int32)
+    cu = torch.tensor([0, T], device=dev, dtype=torch.int32)
     for spec in specs[i::n]:
         try:
             call(spec, q, k, v, head_slopes(H, dev), init, cu)
-            torch.cuda.synchronize()
+            if dev == "cuda":
+                torch.cuda.synchronize()
             print("OK", spec, flush=True)
         except Exception as e:  # noqa: BLE001  (the main process reports it)
             print("FAIL", spec, repr(e)[:200].replace("\n", " "), flush=True)
-            if not cuda_alive("cuda"):
+            if not cuda_alive(dev):
                 return  # the rest of this share is compiled by the main process
 
 
@@ -191,7 +194,8 @@ def table(r, lengths):
 def measure(specs, smoke, deadline, workers, save):
     t0 = time.time()
     dev, H, D, lengths, lens = sizes(smoke)
-    procs = warm(__file__, workers, specs) if dev == "cuda" and workers > 0 else []
+    # under --smoke the processes only exercise this plumbing (the interpreter has no cache), two of them
+    procs = warm(__file__, min(workers, 2) if smoke else workers, specs, ["--smoke"] if smoke else [])
     g = torch.Generator(device=dev).manual_seed(0)
     r = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu (interpreter smoke)",
          "torch": torch.__version__, "triton": triton.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC",
@@ -201,8 +205,8 @@ def measure(specs, smoke, deadline, workers, save):
     inputs = {T: (*silu(T, H, D, dev, g), slopes, torch.randn(1, H, D, D, device=dev, generator=g),
                   torch.tensor([0, T], device=dev, dtype=torch.int32)) for T in lengths}
     cases = error_cases(dev, H, D, lens, g, inputs[lengths[0]])
-    failed = warm_failures(procs, t0)
-    r["compile_warm_s"], r["compile_failures"] = time.time() - t0, failed
+    r["compile_warm_s"], r["compile_processes"] = time.time() - t0, warm_results(procs, t0)
+    failed = {spec: err for spec, err in r["compile_processes"].items() if err != "OK"}
     r["copy_TBps"] = copy_ceiling(dev) / 1e12  # after the compile processes: they would share the GPU
     print(f"compiled in {r['compile_warm_s']:.0f} s; copy ceiling {r['copy_TBps']:.2f} TB/s", flush=True)
     r["variants"] = {}
@@ -237,7 +241,7 @@ def main():
     a = ap.parse_args()
     specs = a.specs or (SMOKE_SWEEP if a.smoke else SWEEP)
     if a.warm:
-        return warm_worker(a.warm, specs)
+        return warm_worker(a.warm, specs, a.smoke)
     card = "cpu_smoke" if a.smoke else torch.cuda.get_device_name().split()[-1].lower()
     os.makedirs(a.out, exist_ok=True)
     path = os.path.join(a.out, f"lightning_prefill_{card}.json")

@@ -18,18 +18,18 @@ def kernel_of(spec):
     return "/".join(p for p in spec.split("/") if not p.startswith("g"))
 
 
-def warm(script, workers, specs):
-    """Start `workers` processes of `script --warm i/workers KERNEL...`, each compiling and running its share of the
-    kernels once (tiny inputs, same specialisation) and printing "OK <spec>" or "FAIL <spec> <error>" per kernel."""
+def warm(script, workers, specs, flags=()):
+    """Start `workers` processes of `script --warm i/workers [flags] KERNEL...`, each compiling and running its share
+    of the kernels once (tiny inputs, same specialisation) and printing "OK <spec>" or "FAIL <spec> <error>" each."""
     specs = list(dict.fromkeys(kernel_of(s) for s in specs))
-    return [subprocess.Popen([sys.executable, os.path.abspath(script), "--warm", f"{i}/{workers}", *specs],
+    return [subprocess.Popen([sys.executable, os.path.abspath(script), "--warm", f"{i}/{workers}", *flags, *specs],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for i in range(workers)]
 
 
-def warm_failures(procs, t0, limit=60.0):
-    """{kernel spec: error} for the kernels a compile process saw fail; a crash there (an illegal address) must not
-    take the main process's CUDA context with it, so those are skipped."""
-    failed = {}
+def warm_results(procs, t0, limit=60.0):
+    """({kernel spec: "OK" or its error}, waiting at most until t0 + limit): the timing process skips the failed ones,
+    since a crash there (an illegal address) must not take its CUDA context with it."""
+    seen = {}
     for p in procs:
         try:
             out, _ = p.communicate(timeout=max(1.0, limit - (time.time() - t0)))
@@ -37,10 +37,11 @@ def warm_failures(procs, t0, limit=60.0):
             p.kill()
             out, _ = p.communicate()
         for line in out.splitlines():
-            if line.startswith("FAIL "):
-                spec, _, err = line[5:].partition(" ")
-                failed[spec] = err
-    return failed
+            status, _, rest = line.partition(" ")
+            spec, _, err = rest.partition(" ")
+            if status in ("OK", "FAIL"):
+                seen[spec] = "OK" if status == "OK" else err
+    return seen
 
 
 def cuda_alive(dev):

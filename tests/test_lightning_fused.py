@@ -137,16 +137,20 @@ def test_variant_specs_select_kernels_and_settings(monkeypatch):
 
 
 def test_bench_smoke_times_checks_and_picks(tmp_path):
-    """bench/lightning_prefill.py --smoke (the interpreter, tiny sizes) on two variants: errors of every case, the
-    timings, the pick and the one-line default switch land in the JSON."""
+    """bench/lightning_prefill.py --smoke (the interpreter, tiny sizes) on two variants and one that cannot compile:
+    the compile processes report back, the broken one is skipped, and the errors of every case, the timings, the
+    pick and the one-line default switch land in the JSON."""
     import json
     import subprocess
     import sys
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     done = subprocess.run([sys.executable, "bench/lightning_prefill.py", "--smoke", "--out", str(tmp_path), "chunk",
-                           "fused/split-s/g64"], cwd=root, capture_output=True, text=True, timeout=600)
+                           "fused/split-s/g64", "fused/bt48"], cwd=root, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     r = json.loads((tmp_path / "lightning_prefill_cpu_smoke.json").read_text())
+    assert r["compile_processes"]["chunk"] == r["compile_processes"]["fused/split-s"] == "OK"
+    assert "power of 2" in r["compile_processes"]["fused/bt48"]  # failed there, so skipped by the timing process
+    assert r["variants"].pop("fused/bt48")["failed"].startswith("skipped: failed in the compile process")
     assert set(r["variants"]) == {"chunk", "fused/split-s/g64"}
     for v in r["variants"].values():
         assert set(v["err"]) == {"silu", "state", "long", "worst"} and v["err"]["worst"] < 2.5e-3
