@@ -157,3 +157,25 @@ def test_bench_smoke_times_checks_and_picks(tmp_path):
         assert v["T96"]["ns_per_token_head"] > 0 and 0 < v["T96"]["copy_share"]
     assert r["best"] in r["variants"] and r["default_line"].endswith(f'TRITON_PREFILL = "{r["best"]}"')
     assert "one-line default switch" in done.stdout
+
+
+def test_fused_cpu_path_needs_no_interpret_variable():
+    """Without TRITON_INTERPRET the fused kernel's module is interpreted by launch.as_kernel, and so are the jit
+    helpers it imports from chunk_kernels (swapped for their interpreted copies)."""
+    import subprocess
+    import sys
+    script = (
+        "import torch\n"
+        "from kernels.lightning import layer_slopes, naive\n"
+        "from kernels.lightning.fused import fused_prefill\n"
+        "q, k, v = (torch.nn.functional.silu(torch.randn(40, 2, 16)) for _ in range(3))\n"
+        "s = layer_slopes(2, 0, 80)\n"
+        "o, st = fused_prefill(q, k, v, s, block_t=16, min_programs=0)\n"
+        "ref, _ = naive.recurrence(q, k, v, s)\n"
+        "print(((o.double() - ref).norm() / ref.norm()).item())\n")
+    env = {key: val for key, val in os.environ.items() if key != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=root, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout.split()[-1]) < 1e-5
