@@ -96,3 +96,24 @@ def test_prefill_tiles_both_orientations_uneven_k(monkeypatch, swap, int8):
     args = make(70, H=64, I=40, E=5, k=2, dtype=torch.bfloat16, int8=int8, seed=7)
     assert fused.gemm_tiles(140, int8) == tiles
     assert rel_err(fused_moe(*args, impl="triton"), naive.fused_moe(*args)) <= TOL[torch.bfloat16]
+
+
+@pytest.mark.parametrize("swap, int8, dtype", [(False, True, torch.bfloat16), (True, True, torch.bfloat16),
+                                               (False, False, torch.bfloat16), (True, True, torch.float32)],
+                         ids=["int8-a-left", "int8-w-left", "bf16-a-left", "int8-w-left-fp32"])
+def test_silu_up_fused_into_gate_up_epilogue(monkeypatch, swap, int8, dtype):
+    """The gate/up GEMM writing SiLU(gate) * up itself (SILU_UP variant) against the reference: I=40 not a multiple of
+    BLOCK_N (16), uneven K in the down GEMM, several row blocks per expert; the fused launch must be the one taken."""
+    from kernels.moe import fused
+    monkeypatch.setattr(fused, "SMALL_MAX_SLOTS", 0)
+    kind = "int8" if int8 else "bf16"
+    monkeypatch.setitem(fused.PREFILL_TILES, kind, (16, 32, 32, 4, 3, swap, 2))
+    monkeypatch.setitem(fused.SILU_UP_TILES, kind, (16, 16, 32, 4, 3, swap, 2))
+    monkeypatch.setitem(fused.SILU_UP, kind, True)
+    calls = []
+    real = fused._expert_gemm
+    monkeypatch.setattr(fused, "_expert_gemm", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    args = make(70, H=64, I=40, E=5, k=2, dtype=dtype, int8=int8, seed=11)
+    out = fused_moe(*args, impl="triton")
+    assert calls[0] == {"silu_up": True} and len(calls) == 2
+    assert out.dtype == dtype and rel_err(out, naive.fused_moe(*args)) <= TOL[dtype]
