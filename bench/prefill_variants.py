@@ -38,9 +38,10 @@ from precompile import precompile  # noqa: E402  (bench/, the script's own direc
 
 # (variant, tiles) in priority order: the current default first; tiles (BLOCK_M, BLOCK_N, num_warps, num_stages)
 BASE = prefill_mod.GPU_CONFIG[128]
-ATT = [("", BASE), ("fold", BASE), ("tma", BASE), ("tma+fold", BASE), ("tma+tmaq+fold", BASE), ("ws", BASE),
-       ("tma+fold+ws", BASE), ("tma+fold", (128, 128, 8, 4)), ("tma+fold", (128, 128, 8, 2)),
-       ("tma+tmaq+fold+ws", BASE), ("tma+fold+ws", (128, 128, 4, 3)), ("tma+fold", (128, 64, 8, 3))]
+ATT = [("", BASE), ("fold", BASE), ("tma", BASE), ("tma+fold", BASE), ("tma+fold+poly", BASE), ("fold+poly", BASE),
+       ("tma+tmaq+fold", BASE), ("ws", BASE), ("tma+fold+ws", BASE), ("tma+fold+poly+ws", BASE),
+       ("tma+fold", (128, 128, 8, 4)), ("tma+fold", (128, 128, 8, 2)), ("tma+fold+poly", (128, 128, 8, 4)),
+       ("tma+fold+ws", (128, 128, 4, 3)), ("tma+fold", (64, 128, 4, 3)), ("tma+fold", (128, 64, 8, 3))]
 # (SILU_UP on?, gate/up tiles (block_m, N, K, warps, stages, swap, group_m) when on); the down GEMM keeps PREFILL_TILES
 MOE = {"int8": [(False, None), (True, (128, 64, 64, 8, 4, False, 8)), (True, (128, 128, 64, 8, 3, False, 8)),
                 (True, (128, 64, 128, 8, 3, False, 8)), (True, (128, 64, 64, 8, 3, True, 8))],

@@ -96,7 +96,7 @@ def test_empty_sequence_in_batch_and_bad_shapes():
 
 
 @pytest.mark.parametrize("variant, block_size", [("fold", 16), ("tma+tmaq", 16), ("tma+tmaq+ws+fold", 32),
-                                                 ("tma+tmaq+fold", 4)], ids=lambda v: str(v))
+                                                 ("tma+tmaq+fold+poly", 4), ("poly", 16)], ids=lambda v: str(v))
 def test_kernel_variants_match_reference(variant, block_size):
     """Each variant of prefill.VARIANT_FLAGS against the reference: chunks of whole query blocks (TMA output stores)
     and ragged ones (masked stores), contexts ending mid key tile, GQA; cache blocks of 16 / 32 rows hold whole key

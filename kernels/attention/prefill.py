@@ -24,8 +24,9 @@ GPU_CONFIG = {128: (128, 128, 8, 3), 64: (128, 64, 4, 3), 32: (128, 64, 4, 3), 1
 CPU_CONFIG = (16, 8, 1, 1)
 # kernel variants (bench/prefill_variants.py times them): "tma" K/V tiles of the unmasked loop through TMA descriptors,
 # "tmaq" the Q tile and whole output blocks through TMA, "ws" warp specialisation of the unmasked loop, "fold" the
-# softmax scale folded into the row max and one multiply-add. VARIANT is what the engine runs ('' = none of them).
-VARIANT_FLAGS = {"tma": "TMA_KV", "tmaq": "TMA_QO", "ws": "WS", "fold": "FOLD"}
+# softmax scale folded into the row max and one multiply-add, "poly" (with "fold") a quarter of the exponentials by
+# polynomial on the FMA pipes. VARIANT is what the engine runs ('' = none of them).
+VARIANT_FLAGS = {"tma": "TMA_KV", "tmaq": "TMA_QO", "ws": "WS", "fold": "FOLD", "poly": "POLY"}
 VARIANT = ""
 
 
@@ -83,17 +84,42 @@ def _load_kv_tma(kd, vd, bt_ptr, j0, col, BLOCK_SIZE: tl.constexpr):
 
 
 @triton.jit
+def _exp2_fma(x):
+    """2^x for finite x <= 0 without the special-function unit: x = n + f, n = round(x) by the 1.5 * 2^23 trick,
+    |f| <= 1/2; 2^f by its degree-4 Taylor polynomial (relative error < 5e-5); n added to the exponent bits."""
+    x = tl.maximum(x, -125.0)
+    t = x + 12582912.0
+    f = x - (t - 12582912.0)
+    p = (((0.009618129 * f + 0.05550411) * f + 0.2402265) * f + 0.6931472) * f + 1.0
+    n = t.to(tl.int32, bitcast=True) - 0x4B400000
+    return (p.to(tl.int32, bitcast=True) + (n << 23)).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _exp2_mixed(x, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """exp2 of a [BLOCK_M, BLOCK_N] tile with one column in four (4c + 3) on the FMA pipes: the special-function
+    unit's exp2 rate, not the tensor cores, bounds a D=128 tile, so a share moved off it can overlap."""
+    a, b = tl.split(tl.reshape(x, (BLOCK_M, BLOCK_N // 4, 2, 2)))  # columns 4c + 2i + j: j = 0 / 1
+    b0, b1 = tl.split(b)  # i = 0 / 1
+    return tl.reshape(tl.join(tl.exp2(a), tl.join(tl.exp2(b0), _exp2_fma(b1))), (BLOCK_M, BLOCK_N))
+
+
+@triton.jit
 def _tile(q, k, v, acc, m_i, l_i, j0, L, pos, qk_scale, MASKED: tl.constexpr, INTERP: tl.constexpr,
-          BLOCK_N: tl.constexpr, FOLD: tl.constexpr):
+          BLOCK_N: tl.constexpr, FOLD: tl.constexpr, POLY: tl.constexpr = False):
     """One key tile of the online softmax: (acc, m_i, l_i) updated with keys j0 .. j0 + BLOCK_N - 1. FOLD (unmasked
-    tiles only) folds the scale into the max and into one multiply-add before exp2 instead of scaling every score."""
+    tiles only) folds the scale into the max and into one multiply-add before exp2 instead of scaling every score;
+    POLY (unmasked tiles only) takes a quarter of the exponentials off the special-function unit (_exp2_mixed)."""
     if INTERP:  # the interpreter multiplies bf16 bit patterns as integers (Triton 3.9): go fp32 (exact for bf16)
         s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee")
     else:
         s = tl.dot(q, tl.trans(k))
     if FOLD and not MASKED:
         m_new = tl.maximum(m_i, tl.reduce(s, 1, _max) * qk_scale)
-        p = tl.exp2(s * qk_scale - m_new[:, None])
+        if POLY:
+            p = _exp2_mixed(s * qk_scale - m_new[:, None], q.shape[0], BLOCK_N)
+        else:
+            p = tl.exp2(s * qk_scale - m_new[:, None])
     else:
         s = s * qk_scale
         if MASKED:
@@ -116,7 +142,7 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, o_ptr, bt_ptr, cu_ptr, lens_ptr, qd, kd
                     stride_qt, stride_qh, stride_ot, stride_oh, stride_kr, stride_kh, stride_bt,
                     GROUP: tl.constexpr, D: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_M: tl.constexpr,
                     BLOCK_N: tl.constexpr, TILE_IN_BLOCK: tl.constexpr, INTERP: tl.constexpr, TMA_KV: tl.constexpr,
-                    TMA_QO: tl.constexpr, WS: tl.constexpr, FOLD: tl.constexpr):
+                    TMA_QO: tl.constexpr, WS: tl.constexpr, FOLD: tl.constexpr, POLY: tl.constexpr):
     h, b = tl.program_id(0), tl.program_id(2)
     i_m = num_m_blocks - 1 - tl.program_id(1)  # longest query blocks first
     q_lo = tl.load(cu_ptr + b)
@@ -147,7 +173,7 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, o_ptr, bt_ptr, cu_ptr, lens_ptr, qd, kd
             k, v = _load_kv_tma(kd, vd, bt, j0, kvh * D, BLOCK_SIZE)
         else:
             k, v = _load_kv(k_base, v_base, bt, j0, L, stride_kr, False, BLOCK_SIZE, BLOCK_N, D, TILE_IN_BLOCK)
-        acc, m_i, l_i = _tile(q, k, v, acc, m_i, l_i, j0, L, pos, qk_scale, False, INTERP, BLOCK_N, FOLD)
+        acc, m_i, l_i = _tile(q, k, v, acc, m_i, l_i, j0, L, pos, qk_scale, False, INTERP, BLOCK_N, FOLD, POLY)
     diag_hi = tl.minimum(L, L - n + m0 + BLOCK_M)
     for j0 in range(full_hi, diag_hi, BLOCK_N):  # the diagonal (and the context's last, partial tile): masked
         k, v = _load_kv(k_base, v_base, bt, j0, L, stride_kr, True, BLOCK_SIZE, BLOCK_N, D, TILE_IN_BLOCK)
@@ -196,6 +222,7 @@ def variant_flags(variant: str, q, k_cache, block_size: int, block_n: int) -> di
         raise ValueError(f"unknown prefill variant flags {sorted(names - set(VARIANT_FLAGS))}; know {VARIANT_FLAGS}")
     D = q.shape[2]
     flags = {VARIANT_FLAGS[n]: n in names for n in VARIANT_FLAGS}
+    flags["FOLD"] |= flags["POLY"]  # the polynomial exponentials live in the folded-scale branch
     flags["TMA_KV"] &= block_size % block_n == 0 and k_cache.stride(1) == D
     flags["TMA_QO"] &= q.stride(1) == D and q.stride(0) == q.shape[1] * D
     return flags
