@@ -39,9 +39,11 @@ from precompile import precompile  # noqa: E402  (bench/, the script's own direc
 # (variant, tiles) in priority order: the current default first; tiles (BLOCK_M, BLOCK_N, num_warps, num_stages)
 BASE = prefill_mod.GPU_CONFIG[128]
 ATT = [("", BASE), ("fold", BASE), ("tma", BASE), ("tma+fold", BASE), ("tma+fold+poly", BASE), ("fold+poly", BASE),
-       ("tma+tmaq+fold", BASE), ("ws", BASE), ("tma+fold+ws", BASE), ("tma+fold+poly+ws", BASE),
-       ("tma+fold", (128, 128, 8, 4)), ("tma+fold", (128, 128, 8, 2)), ("tma+fold+poly", (128, 128, 8, 4)),
-       ("tma+fold+ws", (128, 128, 4, 3)), ("tma+fold", (64, 128, 4, 3)), ("tma+fold", (128, 64, 8, 3))]
+       ("tma+tmaq+fold", BASE), ("tma+fold", (128, 128, 8, 4)), ("tma+fold", (128, 128, 8, 2)),
+       ("tma+fold+poly", (128, 128, 8, 4)), ("tma+fold", (64, 128, 4, 3)), ("tma+fold", (128, 64, 8, 3))]
+# warp specialisation is the newest compiler path: compiled last, after the other results are written, so that a
+# compiler crash cannot take them down
+ATT_WS = [("ws", BASE), ("tma+fold+ws", BASE), ("tma+fold+poly+ws", BASE), ("tma+fold+ws", (128, 128, 4, 3))]
 # (SILU_UP on?, gate/up tiles (block_m, N, K, warps, stages, swap, group_m) when on); the down GEMM keeps PREFILL_TILES
 MOE = {"int8": [(False, None), (True, (128, 64, 64, 8, 4, False, 8)), (True, (128, 128, 64, 8, 3, False, 8)),
                 (True, (128, 64, 128, 8, 3, False, 8)), (True, (128, 64, 64, 8, 3, True, 8))],
@@ -96,15 +98,16 @@ def attention_setup(c, dev, g):
     return (q, k, v, tables, cu, lens, BS, D ** -0.5), ref, flops
 
 
-def attention(c, dev, g, pk, deadline, smoke):
-    args, ref, flops = attention_setup(c, dev, g)
-    configs = [(variant, prefill_mod.CPU_CONFIG if smoke else tiles) for variant, tiles in ATT]
+def attention(c, dev, setup, att, first, pk, deadline, smoke):
+    """Rows for the (variant, tiles) configurations `att`, numbered from `first`."""
+    args, ref, flops = setup
+    configs = [(variant, prefill_mod.CPU_CONFIG if smoke else tiles) for variant, tiles in att]
     call = lambda variant, tiles: paged_prefill_attention(*args, max_seqlen_q=c["n"], tiles=tiles,  # noqa: E731
                                                           variant=variant)
     compiled = precompile([lambda v=v, t=t: call(v, t) for v, t in configs], [prefill_mod], dev)
     print("attention precompile:", compiled, flush=True)
     rows = []
-    for i, (variant, tiles) in enumerate(configs):
+    for i, (variant, tiles) in enumerate(configs, first):
         r = {"family": "attention", "config": i, "variant": variant or "(default)", "tiles": list(tiles)}
         rows.append(r)
         if time.time() > deadline:
@@ -225,7 +228,7 @@ def table(rows, pk, dev_name):
         err = r.get("rel_err_vs_sdpa", r.get("rel_err_vs_ref"))
         lines.append(f"| {r['family']} | {r['variant']} | {tuple(r['tiles'])} | {r.get('ms', float('nan')):.2f} | "
                      f"{r.get('TFLOPs', float('nan')):.0f} | {r.get('share', float('nan')):.1%} | "
-                     f"{'' if err is None else f'{err:.1e}'} | {r.get('error', '')[:80]} |")
+                     f"{'' if err is None else f'{err:.1e}'} | {r.get('error', '')[:60]} |")
     return "\n".join(lines)
 
 
@@ -244,16 +247,24 @@ def main():
     r["bf16_peak_TFLOPs"] = pk = peak(dev)
     print(r, flush=True)
     budget = 1e9 if a.smoke else a.budget
-    rows = attention(c, dev, g, pk, T0 + budget * 0.5, a.smoke)
-    if dev == "cuda":
-        torch.cuda.empty_cache()
-    rows += moe(c, dev, g, pk, T0 + budget, a.smoke)
-    r.update(rows=rows, best={k: v for k, v in best(rows).items()}, advice=advice(rows), wall_s=time.time() - T0)
     os.makedirs(a.out, exist_ok=True)
     path = os.path.join(a.out, "prefill_variants_" + ("smoke" if a.smoke else name.split()[-1].lower()) + ".json")
+    setup = attention_setup(c, dev, g)
+    rows = attention(c, dev, setup, ATT, 0, pk, T0 + budget * 0.45, a.smoke)
+    rows += moe(c, dev, g, pk, T0 + budget * 0.85, a.smoke)
+    report(r, rows, pk, path, "so far, without warp specialisation (a compiler crash past here leaves these)", False)
+    rows += attention(c, dev, setup, ATT_WS, len(ATT), pk, T0 + budget, a.smoke)
+    report(r, rows, pk, path, "final", True)
+
+
+def report(r, rows, pk, path, what, full):
+    """JSON to `path`; the table (`full`), the best of each family and the lines to change, printed."""
+    r.update(rows=rows, best=best(rows), advice=advice(rows), wall_s=time.time() - T0)
     with open(path, "w") as f:
         json.dump(r, f, indent=1)
-    print(table(rows, pk, name))
+    print(f"\n===== {what} =====")
+    if full:
+        print(table(rows, pk, r["device"]))
     print("\nbest per family:")
     for fam, b in best(rows).items():
         print(f"  {fam}: {b['variant']} {tuple(b['tiles'])} {b['TFLOPs']:.0f} TFLOP/s = {b['share']:.1%} of peak")

@@ -10,6 +10,11 @@ that read one kv head run side by side and share its K/V tiles through L2. Key t
 without masks; only the BLOCK_M / BLOCK_N tiles that cross it are masked; tiles right of it are never visited.
 Scores use exp2 with the log2(e) folded into the scale; fp32 accumulation; P meets V in the input dtype. The query
 blocks are visited longest first (the last blocks of a chunk see the most keys).
+
+Variants (VARIANT_FLAGS, picked by `variant=`; VARIANT is the engine's): TMA descriptors for the unmasked K/V tiles
+when a cache block holds whole key tiles (a 256-row block holds two 128-row tiles), and for Q / whole output blocks;
+warp specialisation of the unmasked loop; the scale folded into the max and one multiply-add; a quarter of the
+exponentials computed by polynomial on the FMA pipes. The masked (diagonal) tiles always take the plain path.
 """
 import torch
 import triton
