@@ -6,8 +6,9 @@ On one GPU, in about two minutes: the bf16 matmul peak (8192^3) measured first; 
   checked against the engine's SDPA path (gather, expand kv heads, causal_lower_right) before it is timed;
   FLOPs = 4 * D * H * sum of visible keys;
 - the MoE prefill (kernels/moe/fused.py, whole fused_moe), int8 and bf16 experts, hidden 6144, intermediate 9216,
-  32 experts, top-2, T = 8192 and 16384: the current path and SiLU*up fused into the gate/up GEMM (SILU_UP) with
-  several tiles; each checked against naive.fused_moe; FLOPs = 2 * T * k * 3 * hidden * inter.
+  32 experts, top-2, T = 8192 and 16384: the current path, SiLU*up fused into the gate/up GEMM (SILU_UP) with
+  several tiles, int8 weights converted by bit arithmetic (FAST_INT8); each checked against naive.fused_moe;
+  FLOPs = 2 * T * k * 3 * hidden * inter.
 A variant that fails to compile (or to match) is recorded with its error and skipped; configurations past the time
 budget are recorded as skipped. Prints a table (TFLOP/s, share of peak), the best of each family and the exact
 lines to change to make it the default; writes JSON to --out. `--smoke` runs every variant at tiny sizes on CPU
@@ -44,10 +45,13 @@ ATT = [("", BASE), ("fold", BASE), ("tma", BASE), ("tma+fold", BASE), ("tma+fold
 # warp specialisation is the newest compiler path: compiled last, after the other results are written, so that a
 # compiler crash cannot take them down
 ATT_WS = [("ws", BASE), ("tma+fold+ws", BASE), ("tma+fold+poly+ws", BASE), ("tma+fold+ws", (128, 128, 4, 3))]
-# (SILU_UP on?, gate/up tiles (block_m, N, K, warps, stages, swap, group_m) when on); the down GEMM keeps PREFILL_TILES
-MOE = {"int8": [(False, None), (True, (128, 64, 64, 8, 4, False, 8)), (True, (128, 128, 64, 8, 3, False, 8)),
-                (True, (128, 64, 128, 8, 3, False, 8)), (True, (128, 64, 64, 8, 3, True, 8))],
-       "bf16": [(False, None), (True, (128, 128, 64, 8, 3, False, 8)), (True, (128, 64, 64, 8, 4, False, 8))]}
+# (SILU_UP on?, its gate/up tiles (block_m, N, K, warps, stages, swap, group_m), FAST_INT8 on?); the down GEMM and
+# the unfused gate/up keep PREFILL_TILES
+MOE = {"int8": [(False, None, False), (False, None, True), (True, (128, 64, 64, 8, 4, False, 8), True),
+                (True, (128, 64, 64, 8, 4, False, 8), False), (True, (128, 128, 64, 8, 3, False, 8), True),
+                (True, (128, 64, 128, 8, 3, False, 8), True), (True, (128, 64, 64, 8, 3, True, 8), True)],
+       "bf16": [(False, None, False), (True, (128, 128, 64, 8, 3, False, 8), False),
+                (True, (128, 64, 64, 8, 4, False, 8), False)]}
 GPU = dict(H=64, KVH=8, D=128, BS=256, ctx=131072, n=16384, E=32, hidden=6144, inter=9216, Ts=(8192, 16384))
 SMOKE = dict(H=2, KVH=1, D=32, BS=16, ctx=56, n=40, E=4, hidden=64, inter=48, Ts=(70,))
 
@@ -138,11 +142,17 @@ def moe_weights(dev, g, E, hidden, inter, int8):
     return q[0][0], q[1][0], q[0][1], q[1][1]
 
 
-def call(args, kind, fuse, tiles):
-    """The whole triton fused MoE with SiLU * up fused into the gate/up GEMM (tiles `tiles`) or not."""
+def call(args, kind, fuse, tiles, fast):
+    """The whole triton fused MoE with SiLU * up fused into the gate/up GEMM (tiles `tiles`) or not, int8 weights
+    converted by bit arithmetic (FAST_INT8) or not."""
     if fuse:
         moe_fused.SILU_UP_TILES[kind] = tiles
+    moe_fused.FAST_INT8 = fast
     return moe_fused.triton_fused_moe(*args, silu_up=fuse)
+
+
+def moe_name(fuse, fast):
+    return "+".join(n for n, on in (("silu_up", fuse), ("fast_int8", fast)) if on) or "(default)"
 
 
 def moe(c, dev, g, pk, deadline, smoke):
@@ -151,7 +161,7 @@ def moe(c, dev, g, pk, deadline, smoke):
         moe_fused.SMALL_MAX_SLOTS = 0
         moe_fused.PREFILL_TILES.update(int8=(16, 32, 32, 4, 3, False, 2), bf16=(16, 32, 32, 4, 3, False, 2))
     for kind, configs in MOE.items():
-        configs = [(f, (16, 16, 32, 4, 3, t[5], 2) if smoke and f else t) for f, t in configs]
+        configs = [(f, (16, 16, 32, 4, 3, t[5], 2) if smoke and f else t, fast) for f, t, fast in configs]
         w = moe_weights(dev, g, c["E"], c["hidden"], c["inter"], kind == "int8")
         for T in c["Ts"]:
             x = torch.randn(T, c["hidden"], device=dev, generator=g).to(torch.bfloat16)
@@ -161,16 +171,16 @@ def moe(c, dev, g, pk, deadline, smoke):
             ref = moe_naive.fused_moe(*args)
             flops = 2 * T * 2 * 3 * c["hidden"] * c["inter"]
             if T == c["Ts"][0]:
-                compiled = precompile([lambda f=f, t=t: call(args, kind, f, t) for f, t in configs], [moe_fused], dev)
+                compiled = precompile([lambda cf=cf: call(args, kind, *cf) for cf in configs], [moe_fused], dev)
                 print(f"moe {kind} precompile:", compiled, flush=True)
-            for i, (fuse, tiles) in enumerate(configs):
-                r = {"family": f"moe {kind} T={T}", "config": i, "variant": "silu_up" if fuse else "(default)",
+            for i, (fuse, tiles, fast) in enumerate(configs):
+                r = {"family": f"moe {kind} T={T}", "config": i, "variant": moe_name(fuse, fast),
                      "tiles": list(tiles or moe_fused.PREFILL_TILES[kind])}
                 rows.append(r)
                 if time.time() > deadline:
                     r["error"] = "skipped: time budget"
                     continue
-                fn = lambda: call(args, kind, fuse, tiles)  # noqa: E731
+                fn = lambda: call(args, kind, fuse, tiles, fast)  # noqa: E731
                 try:
                     r["rel_err_vs_ref"] = rel_err(fn(), ref)
                     if not r["rel_err_vs_ref"] < 1e-2:
@@ -212,11 +222,14 @@ def advice(rows):
         score = {k: sum(v) / len(v) for k, v in score.items() if len(v) == len(fams)}
         if score:
             (_, variant, tiles), share = max(score.items(), key=lambda kv: kv[1])
-            if variant == "silu_up":
-                lines.append(f"kernels/moe/fused.py: SILU_UP[{kind!r}] = True; SILU_UP_TILES[{kind!r}] = {tiles} "
-                             f"(mean share {share:.0%})")
+            line = f"kernels/moe/fused.py ({kind}, best {variant}, mean share {share:.1%}): "
+            if "silu_up" in variant:
+                line += f"SILU_UP[{kind!r}] = True; SILU_UP_TILES[{kind!r}] = {tiles}"
             else:
-                lines.append(f"kernels/moe/fused.py: keep SILU_UP[{kind!r}] = False (unfused best, {share:.0%})")
+                line += f"keep SILU_UP[{kind!r}] = False"
+            if kind == "int8":
+                line += "; FAST_INT8 = " + str("fast_int8" in variant)
+            lines.append(line)
     return lines
 
 

@@ -117,3 +117,19 @@ def test_silu_up_fused_into_gate_up_epilogue(monkeypatch, swap, int8, dtype):
     out = fused_moe(*args, impl="triton")
     assert calls[0] == {"silu_up": True} and len(calls) == 2
     assert out.dtype == dtype and rel_err(out, naive.fused_moe(*args)) <= TOL[dtype]
+
+
+def test_fast_int8_conversion_matches(monkeypatch):
+    """FAST_INT8 (int8 weights turned into floats by bit arithmetic, not the conversion unit) against the reference,
+    with SiLU * up fused and not; fp32 activations so the comparison is exact to fp32 rounding, every int8 value
+    (-127..127 after quantisation) appearing in the weights."""
+    from kernels.moe import fused
+    monkeypatch.setattr(fused, "SMALL_MAX_SLOTS", 0)
+    monkeypatch.setattr(fused, "FAST_INT8", True)
+    monkeypatch.setitem(fused.PREFILL_TILES, "int8", (16, 32, 32, 4, 3, False, 2))
+    monkeypatch.setitem(fused.SILU_UP_TILES, "int8", (16, 16, 32, 4, 3, False, 2))
+    args = make(70, H=64, I=40, E=3, k=2, dtype=torch.float32, int8=True, seed=5)  # T > gemv.MAX_TOKENS
+    assert set(range(-127, 128)) <= set(args[1].unique().tolist())
+    ref = naive.fused_moe(*args)
+    for silu_up in (False, True):
+        assert rel_err(fused.triton_fused_moe(*args, silu_up=silu_up), ref) <= 1e-5

@@ -9,6 +9,8 @@
 3. Decode-sized batches (T <= gemv.MAX_TOKENS) go to gemv.py (fused SiLU, split-K, graph-capturable); the older
    `_slot_gemv` below (one program per (slot, BLOCK_N rows)) is only reached by callers of `_expert_gemm`.
 Gate/up GEMM -> SiLU(gate) * up -> down GEMM (times routing weight) -> sum over the k slots of each token.
+Prefill variants, off until measured faster (bench/prefill_variants.py): SILU_UP computes SiLU(gate) * up in the
+gate/up GEMM's epilogue; FAST_INT8 converts int8 weights by bit arithmetic instead of the conversion unit.
 """
 import torch
 import torch.nn.functional as F
@@ -30,6 +32,8 @@ PREFILL_TILES = {"int8": (128, 128, 64, 8, 4, False, 8), "bf16": (128, 256, 64, 
 # intermediate is written once, [T*k, I]); off until bench/prefill_variants.py shows it faster on the GPU.
 SILU_UP = {"int8": False, "bf16": False}
 SILU_UP_TILES = {"int8": (128, 64, 64, 8, 4, False, 8), "bf16": (128, 128, 64, 8, 3, False, 8)}
+# int8 weights converted by integer/FMA bit arithmetic (_int8_as_f32) instead of the conversion unit, in the grouped GEMM
+FAST_INT8 = False
 
 
 def align(topk_ids: torch.Tensor, num_experts: int, block_m: int):
@@ -72,8 +76,23 @@ def _tile_order(pid, num_m_blocks, num_n, GROUP_M: tl.constexpr):
 
 
 @triton.jit
+def _int8_as_f32(x):
+    """int8 -> fp32 on the integer and FMA pipes instead of the conversion unit (16 results per clock per SM on
+    Hopper, as slow as the tensor cores' use of them): the bits 0x4B000080 + x are the fp32 number 2^23 + 128 + x."""
+    return (x.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
+
+
+@triton.jit
+def _weights(b_b, dtype: tl.constexpr, FAST_INT8: tl.constexpr):
+    """A weight tile in the dot's dtype."""
+    if FAST_INT8:
+        return _int8_as_f32(b_b).to(dtype)
+    return b_b.to(dtype)
+
+
+@triton.jit
 def _mma(p_a, p_b, m_m, o_k, K, acc, SWAP: tl.constexpr, EVEN_K: tl.constexpr, IS_FP32: tl.constexpr,
-         INTERP: tl.constexpr):
+         INTERP: tl.constexpr, FAST_INT8: tl.constexpr):
     """acc += A[rows, o_k] @ W[cols, o_k]^T (or its transpose W @ A^T when SWAP)."""
     if SWAP:
         if EVEN_K:
@@ -83,8 +102,8 @@ def _mma(p_a, p_b, m_m, o_k, K, acc, SWAP: tl.constexpr, EVEN_K: tl.constexpr, I
             b_a = tl.load(p_a[None, :] + o_k[:, None], mask=m_m[None, :] & (o_k < K)[:, None], other=0.0)
             b_b = tl.load(p_b[:, None] + o_k[None, :], mask=(o_k < K)[None, :], other=0)
         if IS_FP32 or INTERP:  # the interpreter multiplies bf16 bit patterns as integers (Triton 3.9): go fp32
-            return tl.dot(b_b.to(tl.float32), b_a.to(tl.float32), acc, input_precision="ieee")
-        return tl.dot(b_b.to(b_a.dtype), b_a, acc)
+            return tl.dot(_weights(b_b, tl.float32, FAST_INT8), b_a.to(tl.float32), acc, input_precision="ieee")
+        return tl.dot(_weights(b_b, b_a.dtype, FAST_INT8), b_a, acc)
     if EVEN_K:
         b_a = tl.load(p_a[:, None] + o_k[None, :], mask=m_m[:, None], other=0.0)  # [BLOCK_M, BLOCK_K]
         b_b = tl.load(p_b[None, :] + o_k[:, None])  # [BLOCK_K, BLOCK_N]
@@ -92,8 +111,8 @@ def _mma(p_a, p_b, m_m, o_k, K, acc, SWAP: tl.constexpr, EVEN_K: tl.constexpr, I
         b_a = tl.load(p_a[:, None] + o_k[None, :], mask=m_m[:, None] & (o_k < K)[None, :], other=0.0)
         b_b = tl.load(p_b[None, :] + o_k[:, None], mask=(o_k < K)[:, None], other=0)
     if IS_FP32 or INTERP:
-        return tl.dot(b_a.to(tl.float32), b_b.to(tl.float32), acc, input_precision="ieee")
-    return tl.dot(b_a, b_b.to(b_a.dtype), acc)
+        return tl.dot(b_a.to(tl.float32), _weights(b_b, tl.float32, FAST_INT8), acc, input_precision="ieee")
+    return tl.dot(b_a, _weights(b_b, b_a.dtype, FAST_INT8), acc)
 
 
 @triton.jit
@@ -102,7 +121,7 @@ def _grouped_gemm(a_ptr, b_ptr, c_ptr, scale_ptr, w_ptr, sorted_ptr, expert_ptr,
                   TOP_K: tl.constexpr, A_PER_TOKEN: tl.constexpr, HAS_SCALE: tl.constexpr, MUL_WEIGHT: tl.constexpr,
                   IS_FP32: tl.constexpr, INTERP: tl.constexpr, SWAP: tl.constexpr, EVEN_K: tl.constexpr,
                   GROUP_M: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                  SILU_UP: tl.constexpr):
+                  SILU_UP: tl.constexpr, FAST_INT8: tl.constexpr):
     """C[slots of one row block, BLOCK_N columns]. SWAP computes the transposed tile W @ A^T so the (int8) weight
     tile, converted in registers, is the left operand: Hopper's wgmma reads its left operand from registers, the
     right one from shared memory, which saves the converted tile a round trip through shared memory.
@@ -132,9 +151,9 @@ def _grouped_gemm(a_ptr, b_ptr, c_ptr, scale_ptr, w_ptr, sorted_ptr, expert_ptr,
     acc_u = acc
     for k0 in range(0, K, BLOCK_K):
         o_k = k0 + tl.arange(0, BLOCK_K)
-        acc = _mma(p_a, p_b, m_m, o_k, K, acc, SWAP, EVEN_K, IS_FP32, INTERP)
+        acc = _mma(p_a, p_b, m_m, o_k, K, acc, SWAP, EVEN_K, IS_FP32, INTERP, FAST_INT8)
         if SILU_UP:
-            acc_u = _mma(p_a, p_u, m_m, o_k, K, acc_u, SWAP, EVEN_K, IS_FP32, INTERP)
+            acc_u = _mma(p_a, p_u, m_m, o_k, K, acc_u, SWAP, EVEN_K, IS_FP32, INTERP, FAST_INT8)
     if SWAP:
         acc = tl.trans(acc)
         acc_u = tl.trans(acc_u)
@@ -200,7 +219,8 @@ def _expert_gemm(a, w, scale, weights, ids, route, top_k, a_per_token, mul_weigh
                                              c.stride(0), scale.stride(0), IS_FP32=a.dtype == torch.float32,
                                              INTERP=a.device.type == "cpu", SWAP=swap, EVEN_K=K % BLOCK_K == 0,
                                              GROUP_M=group_m, BLOCK_M=block_m, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K,
-                                             SILU_UP=silu_up, num_warps=warps, num_stages=stages, **common)
+                                             SILU_UP=silu_up, FAST_INT8=FAST_INT8 and w.dtype == torch.int8,
+                                             num_warps=warps, num_stages=stages, **common)
     return c
 
 
