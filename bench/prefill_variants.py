@@ -52,6 +52,7 @@ MOE = {"int8": [(False, None, False), (False, None, True), (True, (128, 64, 64, 
                 (True, (128, 64, 128, 8, 3, False, 8), True), (True, (128, 64, 64, 8, 3, True, 8), True)],
        "bf16": [(False, None, False), (True, (128, 128, 64, 8, 3, False, 8), False),
                 (True, (128, 64, 64, 8, 4, False, 8), False)]}
+NOISE = 1.02  # a variant must beat the current default by this factor to be advised
 GPU = dict(H=64, KVH=8, D=128, BS=256, ctx=131072, n=16384, E=32, hidden=6144, inter=9216, Ts=(8192, 16384))
 SMOKE = dict(H=2, KVH=1, D=32, BS=16, ctx=56, n=40, E=4, hidden=64, inter=48, Ts=(70,))
 
@@ -210,7 +211,11 @@ def advice(rows):
     b = best(rows)
     lines = []
     att = b.get("attention")
-    if att:
+    base = next((r for r in rows if r["family"] == "attention" and r["config"] == 0 and "TFLOPs" in r), None)
+    if att and base and att["TFLOPs"] < NOISE * base["TFLOPs"]:
+        lines.append(f"kernels/attention/prefill.py: keep the default (best {att['variant']} {tuple(att['tiles'])} is "
+                     f"within {NOISE - 1:.0%} of it)")
+    elif att:
         lines.append(f"kernels/attention/prefill.py: GPU_CONFIG[128] = {tuple(att['tiles'])}; "
                      f"VARIANT = {'' if att['variant'] == '(default)' else att['variant']!r}")
     for kind in MOE:
@@ -221,7 +226,10 @@ def advice(rows):
                 score.setdefault((r["config"], r["variant"], tuple(r["tiles"])), []).append(r["share"])
         score = {k: sum(v) / len(v) for k, v in score.items() if len(v) == len(fams)}
         if score:
-            (_, variant, tiles), share = max(score.items(), key=lambda kv: kv[1])
+            (i, variant, tiles), share = max(score.items(), key=lambda kv: kv[1])
+            default = next((v for k, v in score.items() if k[0] == 0), None)
+            if default is not None and share < NOISE * default:
+                variant, tiles, share = "(default)", None, default
             line = f"kernels/moe/fused.py ({kind}, best {variant}, mean share {share:.1%}): "
             if "silu_up" in variant:
                 line += f"SILU_UP[{kind!r}] = True; SILU_UP_TILES[{kind!r}] = {tiles}"
