@@ -115,3 +115,12 @@ def test_unknown_variant_is_named():
     args = make([4], [9], H=2, KVH=1, D=16, block_size=4, dtype=torch.float32)
     with pytest.raises(ValueError, match="unknown prefill variant"):
         paged_prefill_attention(*args, variant="tma+fast")
+
+
+def test_tma_variant_falls_back_on_unaligned_cache():
+    """A cache view that TMA cannot address (base not 16-byte aligned) takes the pointer loads and stays correct."""
+    q, k, v, tables, cu, lens, bs, scale = make([9, 4], [30, 17], H=2, KVH=1, D=16, block_size=8,
+                                                dtype=torch.float32, seed=8)
+    k_off, v_off = (torch.cat([torch.zeros(1), t.flatten()])[1:].view(t.shape) for t in (k, v))
+    assert k_off.data_ptr() % 16 and torch.equal(k_off, k)
+    check((q, k_off, v_off, tables, cu, lens, bs, scale), torch.float32, variant="tma+tmaq")

@@ -234,15 +234,23 @@ def variant_flags(variant: str, q, k_cache, block_size: int, block_n: int) -> di
 
 
 def _descriptors(flags, q, k_cache, v_cache, out, BLOCK_M, BLOCK_N):
-    """TMA descriptors (q, k, v, out) the variant uses; the plain tensors stand in for the unused ones."""
+    """TMA descriptors (q, k, v, out) the variant uses; the plain tensors stand in for the unused ones. A tensor that
+    TMA cannot address (TensorDescriptor's alignment checks) turns its flag off in `flags`: pointer loads instead."""
     from triton.tools.tensor_descriptor import TensorDescriptor
     D = q.shape[2]
     qd, kd, vd, od = q, k_cache, v_cache, out
-    if flags["TMA_KV"]:
-        kd, vd = (TensorDescriptor(c, [c.shape[0], c.shape[1] * D], [c.stride(0), 1], [BLOCK_N, D])
-                  for c in (k_cache, v_cache))
-    if flags["TMA_QO"]:
-        qd, od = (TensorDescriptor(t, [t.shape[0], t.shape[1] * D], [t.stride(0), 1], [BLOCK_M, D]) for t in (q, out))
+    try:
+        if flags["TMA_KV"]:
+            kd, vd = (TensorDescriptor(c, [c.shape[0], c.shape[1] * D], [c.stride(0), 1], [BLOCK_N, D])
+                      for c in (k_cache, v_cache))
+    except AssertionError:
+        flags["TMA_KV"], kd, vd = False, k_cache, v_cache
+    try:
+        if flags["TMA_QO"]:
+            qd, od = (TensorDescriptor(t, [t.shape[0], t.shape[1] * D], [t.stride(0), 1], [BLOCK_M, D])
+                      for t in (q, out))
+    except AssertionError:
+        flags["TMA_QO"], qd, od = False, q, out
     return qd, kd, vd, od
 
 
@@ -264,11 +272,12 @@ def paged_prefill_attention(q, k_cache, v_cache, block_tables, cu_seqlens_q, seq
     BLOCK_M, BLOCK_N, warps, stages = tiles or config(D, q.device)
     flags = variant_flags(VARIANT if variant is None else variant, q, k_cache, block_size, BLOCK_N)
     flags["TMA_QO"] &= out.stride() == q.stride()
+    descriptors = _descriptors(flags, q, k_cache, v_cache, out, BLOCK_M, BLOCK_N)
     num_m_blocks = triton.cdiv(max_seqlen_q, BLOCK_M)
     grid = (H, num_m_blocks, N)
     as_kernel(_prefill_kernel, q.device)[grid](
-        q, k_cache, v_cache, out, block_tables, cu_seqlens_q, seq_lens_k,
-        *_descriptors(flags, q, k_cache, v_cache, out, BLOCK_M, BLOCK_N), float(scale) * LOG2E, num_m_blocks,
+        q, k_cache, v_cache, out, block_tables, cu_seqlens_q, seq_lens_k, *descriptors, float(scale) * LOG2E,
+        num_m_blocks,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1), k_cache.stride(0), k_cache.stride(1),
         block_tables.stride(0), GROUP=H // k_cache.shape[1], D=D, BLOCK_SIZE=block_size, BLOCK_M=BLOCK_M,
         BLOCK_N=BLOCK_N, TILE_IN_BLOCK=block_size % BLOCK_N == 0, INTERP=q.device.type == "cpu", num_warps=warps,
