@@ -45,11 +45,13 @@ ATT = [("", BASE), ("fold", BASE), ("tma", BASE), ("tma+fold", BASE), ("tma+fold
 # warp specialisation is the newest compiler path: compiled last, after the other results are written, so that a
 # compiler crash cannot take them down
 ATT_WS = [("ws", BASE), ("tma+fold+ws", BASE), ("tma+fold+poly+ws", BASE), ("tma+fold+ws", (128, 128, 4, 3))]
-# (SILU_UP on?, its gate/up tiles (block_m, N, K, warps, stages, swap, group_m), FAST_INT8 on?); the down GEMM and
-# the unfused gate/up keep PREFILL_TILES
+# (SILU_UP on?, its gate/up tiles (block_m, N, K, warps, stages, swap, group_m), FAST_INT8 on?[, PREFILL_TILES for
+# the down GEMM and the unfused gate/up, else the current ones]); swap=True puts the converted weights in registers
+SWAP8 = (128, 128, 64, 8, 4, True, 8)
 MOE = {"int8": [(False, None, False), (False, None, True), (True, (128, 64, 64, 8, 4, False, 8), True),
                 (True, (128, 64, 64, 8, 4, False, 8), False), (True, (128, 128, 64, 8, 3, False, 8), True),
-                (True, (128, 64, 128, 8, 3, False, 8), True), (True, (128, 64, 64, 8, 3, True, 8), True)],
+                (True, (128, 64, 128, 8, 3, False, 8), True), (True, (128, 64, 64, 8, 3, True, 8), True),
+                (False, None, True, SWAP8), (True, (128, 64, 64, 8, 4, True, 8), True, SWAP8)],
        "bf16": [(False, None, False), (True, (128, 128, 64, 8, 3, False, 8), False),
                 (True, (128, 64, 64, 8, 4, False, 8), False)]}
 NOISE = 1.02  # a variant must beat the current default by this factor to be advised
@@ -143,17 +145,19 @@ def moe_weights(dev, g, E, hidden, inter, int8):
     return q[0][0], q[1][0], q[0][1], q[1][1]
 
 
-def call(args, kind, fuse, tiles, fast):
+def call(args, kind, fuse, tiles, fast, prefill_tiles):
     """The whole triton fused MoE with SiLU * up fused into the gate/up GEMM (tiles `tiles`) or not, int8 weights
-    converted by bit arithmetic (FAST_INT8) or not."""
+    converted by bit arithmetic (FAST_INT8) or not, with `prefill_tiles` as PREFILL_TILES."""
     if fuse:
         moe_fused.SILU_UP_TILES[kind] = tiles
     moe_fused.FAST_INT8 = fast
+    moe_fused.PREFILL_TILES[kind] = prefill_tiles
     return moe_fused.triton_fused_moe(*args, silu_up=fuse)
 
 
-def moe_name(fuse, fast):
-    return "+".join(n for n, on in (("silu_up", fuse), ("fast_int8", fast)) if on) or "(default)"
+def moe_name(fuse, fast, swap):
+    """'+'-joined: silu_up, fast_int8, swap (PREFILL_TILES with the converted weights as the left operand)."""
+    return "+".join(n for n, on in (("silu_up", fuse), ("fast_int8", fast), ("swap", swap)) if on) or "(default)"
 
 
 def moe(c, dev, g, pk, deadline, smoke):
@@ -162,7 +166,10 @@ def moe(c, dev, g, pk, deadline, smoke):
         moe_fused.SMALL_MAX_SLOTS = 0
         moe_fused.PREFILL_TILES.update(int8=(16, 32, 32, 4, 3, False, 2), bf16=(16, 32, 32, 4, 3, False, 2))
     for kind, configs in MOE.items():
-        configs = [(f, (16, 16, 32, 4, 3, t[5], 2) if smoke and f else t, fast) for f, t, fast in configs]
+        current = moe_fused.PREFILL_TILES[kind]
+        configs = [(f, (16, 16, 32, 4, 3, t[5], 2) if smoke and f else t, fast,
+                    current if not more else (16, 32, 32, 4, 3, more[0][5], 2) if smoke else more[0])
+                   for f, t, fast, *more in configs]
         w = moe_weights(dev, g, c["E"], c["hidden"], c["inter"], kind == "int8")
         for T in c["Ts"]:
             x = torch.randn(T, c["hidden"], device=dev, generator=g).to(torch.bfloat16)
@@ -174,14 +181,15 @@ def moe(c, dev, g, pk, deadline, smoke):
             if T == c["Ts"][0]:
                 compiled = precompile([lambda cf=cf: call(args, kind, *cf) for cf in configs], [moe_fused], dev)
                 print(f"moe {kind} precompile:", compiled, flush=True)
-            for i, (fuse, tiles, fast) in enumerate(configs):
-                r = {"family": f"moe {kind} T={T}", "config": i, "variant": moe_name(fuse, fast),
-                     "tiles": list(tiles or moe_fused.PREFILL_TILES[kind])}
+            for i, (fuse, tiles, fast, prefill_tiles) in enumerate(configs):
+                r = {"family": f"moe {kind} T={T}", "config": i,
+                     "variant": moe_name(fuse, fast, prefill_tiles != current),
+                     "tiles": list(tiles or prefill_tiles), "prefill_tiles": list(prefill_tiles)}
                 rows.append(r)
                 if time.time() > deadline:
                     r["error"] = "skipped: time budget"
                     continue
-                fn = lambda: call(args, kind, fuse, tiles, fast)  # noqa: E731
+                fn = lambda: call(args, kind, fuse, tiles, fast, prefill_tiles)  # noqa: E731
                 try:
                     r["rel_err_vs_ref"] = rel_err(fn(), ref)
                     if not r["rel_err_vs_ref"] < 3e-2:  # the reference sums the k expert outputs in bf16
@@ -191,6 +199,7 @@ def moe(c, dev, g, pk, deadline, smoke):
                 except Exception as e:
                     r["error"] = f"{type(e).__name__}: {e}"[:300]
                 print(r, flush=True)
+        moe_fused.PREFILL_TILES[kind] = current
         del w
         if dev == "cuda":
             torch.cuda.empty_cache()
@@ -223,13 +232,14 @@ def advice(rows):
         score = {}
         for r in rows:  # mean share over the T sweep, only for variants/tiles that ran at every T
             if r["family"] in fams and "TFLOPs" in r:
-                score.setdefault((r["config"], r["variant"], tuple(r["tiles"])), []).append(r["share"])
+                score.setdefault((r["config"], r["variant"], tuple(r["tiles"]), tuple(r["prefill_tiles"])),
+                                 []).append(r["share"])
         score = {k: sum(v) / len(v) for k, v in score.items() if len(v) == len(fams)}
         if score:
-            (i, variant, tiles), share = max(score.items(), key=lambda kv: kv[1])
-            default = next((v for k, v in score.items() if k[0] == 0), None)
-            if default is not None and share < NOISE * default:
-                variant, tiles, share = "(default)", None, default
+            (i, variant, tiles, prefill_tiles), share = max(score.items(), key=lambda kv: kv[1])
+            default = next((k + (v,) for k, v in score.items() if k[0] == 0), None)
+            if default is not None and share < NOISE * default[-1]:
+                _, variant, tiles, prefill_tiles, share = default
             line = f"kernels/moe/fused.py ({kind}, best {variant}, mean share {share:.1%}): "
             if "silu_up" in variant:
                 line += f"SILU_UP[{kind!r}] = True; SILU_UP_TILES[{kind!r}] = {tiles}"
@@ -237,6 +247,8 @@ def advice(rows):
                 line += f"keep SILU_UP[{kind!r}] = False"
             if kind == "int8":
                 line += "; FAST_INT8 = " + str("fast_int8" in variant)
+            if default is not None and prefill_tiles != default[3]:
+                line += f"; PREFILL_TILES[{kind!r}] = {prefill_tiles}"
             lines.append(line)
     return lines
 
