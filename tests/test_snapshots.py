@@ -1,0 +1,280 @@
+"""SnapshotKeeper on a real ModelCache and BlockAllocator, without a model: what a prefill leaves in a slot and its
+KV rows is written here directly (random, K and V different), then kept, moved between tiers and restored.
+
+Restores must be bit-identical (lightning states, K rows and V rows, each compared on its own), land exactly in the
+first `n` rows of the new sequence, and survive the source slot and freed blocks being overwritten. Device snapshots
+hold exactly their tokens' blocks; `reclaim` demotes least recently used ones until enough blocks are free.
+"""
+import pytest
+import torch
+
+from engine.model.config import FULL, LINEAR, ModelConfig
+from engine.runtime.cache import DeviceSnap, HostSnap, ModelCache
+from engine.serving.block_manager import BlockAllocator
+from engine.serving.sequence import Sequence
+from engine.serving.shared_states import SharedHit, SharedStates
+from engine.serving.snapshots import SnapshotKeeper
+from engine.serving.state_cache import KEY_BLOCK_TOKENS
+
+CFG = ModelConfig(hidden_size=8, intermediate_size=8, num_layers=4, num_heads=2, num_kv_heads=1, head_dim=4,
+                  vocab_size=64, num_experts=1, top_k=1, layer_types=[LINEAR, FULL, LINEAR, FULL], rotary_dim=4,
+                  rope_theta=1e4)
+BLOCK = 4  # KV rows per block
+N = 10  # tokens per snapshot: 3 blocks, the last one partly used
+BIG = 1 << 30
+
+
+class Rig:
+    """A cache, an allocator and a keeper; sequences get slots in turn."""
+
+    def __init__(self, tmp_path=None, device=BIG, host=BIG, disk=0, shared=None, num_blocks=40, **kw):
+        self.cache = ModelCache(CFG, 8, num_blocks, BLOCK, torch.bfloat16)
+        self.blocks = BlockAllocator(num_blocks, BLOCK)
+        disk_dir = kw.get("disk_dir", tmp_path / "disk" if tmp_path and disk else None)
+        self.keeper = SnapshotKeeper(self.cache, self.blocks, device, host, disk, disk_dir, shared=shared)
+        self.next_slot, self.gen = 0, torch.Generator().manual_seed(0)
+
+    def noise(self, *shape):
+        return torch.randn(*shape, generator=self.gen).to(torch.bfloat16)
+
+    def prefill(self, rid: str, tokens: list[int], room: int | None = None) -> Sequence:
+        """A running sequence whose slot and KV rows hold (random) state for all of `tokens`."""
+        seq = Sequence(rid, tokens, None)
+        seq.state_slot, self.next_slot = self.next_slot, self.next_slot + 1
+        self.blocks.ensure(seq, room or len(tokens))
+        for s in self.cache.states.values():
+            s[seq.state_slot] = torch.randn(s.shape[1:], generator=self.gen)
+        rows = self.cache.rows(seq.block_table, len(tokens))
+        for l in self.cache.keys:
+            self.cache.keys[l][rows] = self.noise(len(rows), 1, 4)
+            self.cache.values[l][rows] = self.noise(len(rows), 1, 4)
+        return seq
+
+    def state(self, seq: Sequence, n: int) -> dict:
+        """Copies of the slot's states and the first `n` K and V rows of `seq`."""
+        rows = self.cache.rows(seq.block_table, n)
+        keys, values = self.cache.read_rows(rows)
+        return {"states": {l: s[seq.state_slot].clone() for l, s in self.cache.states.items()},
+                "keys": keys, "values": values}
+
+    def finish(self, seq: Sequence) -> None:
+        """The sequence ends: its blocks go back, and every free row and its slot are overwritten."""
+        self.blocks.release(seq)
+        free = list(self.blocks.free_ids)
+        rows = self.cache.rows(free, len(free) * BLOCK)
+        for l in self.cache.keys:
+            self.cache.keys[l][rows] = self.noise(len(rows), 1, 4)
+            self.cache.values[l][rows] = self.noise(len(rows), 1, 4)
+        for s in self.cache.states.values():
+            s[seq.state_slot] = torch.randn(s.shape[1:], generator=self.gen)
+
+    def keep(self, rid: str, tokens: list[int], on_device=True) -> dict:
+        """Prefill, keep all of it, file it, end the sequence; returns the state that was kept."""
+        seq = self.prefill(rid, tokens)
+        expected = self.state(seq, len(tokens))
+        self.keeper.keep(seq, len(tokens), on_device=on_device)
+        self.keeper.flush()
+        self.finish(seq)
+        return expected
+
+    def admit(self, rid: str, tokens: list[int]) -> tuple[Sequence, int]:
+        """What the scheduler and engine do: ask, take a slot and blocks (filled with a sentinel), restore."""
+        seq = Sequence(rid, tokens, None)
+        n = seq.num_cached_tokens = self.keeper.restorable(seq)
+        seq.state_slot, self.next_slot = self.next_slot, self.next_slot + 1
+        self.blocks.ensure(seq, len(tokens))
+        rows = self.cache.rows(seq.block_table, len(tokens))
+        for l in self.cache.keys:
+            self.cache.keys[l][rows] = 7.0
+            self.cache.values[l][rows] = 7.0
+        if n:
+            self.keeper.restore_into(seq)
+        return seq, n
+
+    def tier(self, tokens: list[int]) -> str | None:
+        entry = self.keeper.index.get(tokens)
+        return entry.tier if entry else None
+
+
+def same(a: dict, b: dict) -> bool:
+    """Bit-identical, part by part (a V restored from K, or a state from another slot, differs)."""
+    return all(a[part].keys() == b[part].keys() and all(torch.equal(a[part][l], b[part][l]) for l in a[part])
+               for part in ("states", "keys", "values"))
+
+
+def toks(n: int, start: int = 1) -> list[int]:
+    return list(range(start, start + n))
+
+
+def restored_exactly(rig: Rig, expected: dict, tokens: list[int], rid="next") -> bool:
+    seq, n = rig.admit(rid, tokens + [99, 98])
+    tail = rig.cache.rows(seq.block_table, len(seq.token_ids))[n:]
+    untouched = all(bool((k[tail] == 7).all()) and bool((rig.cache.values[l][tail] == 7).all())
+                    for l, k in rig.cache.keys.items())
+    rig.keeper.forget(rid)  # the request is over (its chain is cached by request id)
+    return n == len(tokens) and same(rig.state(seq, n), expected) and untouched
+
+
+@pytest.mark.parametrize("length", [N, KEY_BLOCK_TOKENS + 5])
+@pytest.mark.parametrize("budgets, on_device, tier", [
+    (dict(), True, "device"),
+    (dict(), False, "host"),  # a preempted sequence's copy goes straight to the host tier
+    (dict(device=0), True, "host"),  # demoted at once
+    (dict(device=0, host=0, disk=BIG), True, "disk"),  # device -> host -> disk
+])
+def test_restore_from_each_tier_is_bit_identical(tmp_path, budgets, on_device, tier, length):
+    rig = Rig(tmp_path, num_blocks=2 * length // BLOCK + 8, **budgets)
+    expected = rig.keep("a", toks(length), on_device=on_device)
+    assert rig.tier(toks(length)) == tier
+    assert rig.keeper.index.stats()["bytes"][tier] == rig.cache.slot_bytes + length * rig.cache.token_bytes
+    assert restored_exactly(rig, expected, toks(length))
+    assert rig.keeper.index.stats()["hits"] == 1 and rig.keeper.index.stats()["reused_tokens"] == length
+
+
+def test_a_snapshot_is_a_copy_taken_at_keep_time(tmp_path):
+    rig = Rig(tmp_path, device=0)
+    seq = rig.prefill("a", toks(N))
+    expected = rig.state(seq, N)
+    rig.keeper.keep(seq, N)
+    rig.finish(seq)  # before flush: the slot and the (still held) blocks' neighbours are overwritten
+    rig.keeper.flush()
+    assert rig.tier(toks(N)) == "host" and restored_exactly(rig, expected, toks(N))
+
+
+def test_a_device_snapshot_holds_exactly_the_blocks_of_its_tokens_until_it_leaves_the_device(tmp_path):
+    rig = Rig(tmp_path)
+    seq = rig.prefill("a", toks(N), room=4 * BLOCK)  # 4 blocks, 3 of them hold the 10 tokens
+    held = seq.block_table[:3]
+    rig.keeper.keep(seq, N)
+    assert rig.keeper.pending and rig.keeper.index.stats()["num_entries"] == 0  # filed only at flush
+    rig.keeper.flush()
+    rig.finish(seq)
+    assert rig.blocks.num_free == 40 - 3 and [rig.blocks.ref_counts[b] for b in held] == [1, 1, 1]
+    entry = rig.keeper.index.get(toks(N))
+    assert isinstance(entry.handle, DeviceSnap) and entry.handle.blocks == held and entry.handle.num_tokens == N
+    assert rig.keeper.reclaim(1) == 3 and rig.blocks.num_free == 40  # demoted to the host: every block back
+    assert isinstance(entry.handle, HostSnap) and entry.tier == "host"
+
+
+def test_keeping_no_tokens_keeps_nothing_and_one_token_is_kept(tmp_path):
+    rig = Rig(tmp_path)
+    seq = rig.prefill("a", toks(N))
+    rig.keeper.keep(seq, 0)
+    assert rig.keeper.pending == [] and rig.blocks.ref_counts[seq.block_table[0]] == 1
+    rig.keeper.keep(seq, 1)
+    rig.keeper.flush()
+    assert rig.tier(toks(1)) == "device" and rig.keeper.pending == []
+
+
+def test_a_newer_snapshot_of_the_same_tokens_replaces_the_older_and_frees_its_blocks(tmp_path):
+    rig = Rig(tmp_path)
+    rig.keep("a", toks(N))
+    expected = rig.keep("b", toks(N))
+    assert len(rig.keeper.index) == 1 and rig.blocks.num_free == 40 - 3
+    assert restored_exactly(rig, expected, toks(N))
+
+
+def test_reclaim_demotes_least_recently_used_device_snapshots_until_enough_blocks_are_free(tmp_path):
+    rig = Rig(tmp_path)
+    for i, start in enumerate((100, 200, 300)):
+        rig.keep(f"k{i}", toks(N, start))
+    rig.admit("use-first", toks(N, 100) + [1])  # restoring the oldest makes it the most recently used
+    free = rig.blocks.num_free
+    assert rig.keeper.reclaim(0) == 0 and rig.tier(toks(N, 200)) == "device"
+    assert rig.keeper.reclaim(4) == 6  # two snapshots of 3 blocks each: the 200 and 300 ones, not the 100
+    assert [rig.tier(toks(N, s)) for s in (100, 200, 300)] == ["device", "host", "host"]
+    assert rig.keeper.reclaim(100) == 3 and rig.blocks.num_free == free + 9  # then nothing is left to demote
+    assert rig.keeper.reclaim(1) == 0
+
+
+def test_restore_refuses_a_snapshot_that_changed_since_the_admission_query(tmp_path):
+    rig = Rig(tmp_path)
+    rig.keep("a", toks(N))
+    seq = Sequence("late", toks(N) + [5], None)
+    seq.num_cached_tokens = N
+    with pytest.raises(RuntimeError, match="'late'"):  # never asked
+        rig.keeper.restore_into(seq)
+    assert rig.keeper.restorable(seq) == N
+    seq.num_cached_tokens = N - 1
+    with pytest.raises(RuntimeError, match="'late'"):  # admitted for another length
+        rig.keeper.restore_into(seq)
+    assert rig.keeper.restorable(seq) == N
+    rig.keeper.index.discard(rig.keeper.index.get(toks(N)))
+    seq.num_cached_tokens = N
+    with pytest.raises(RuntimeError, match="changed between scheduling and restore"):  # dropped meanwhile
+        rig.keeper.restore_into(seq)
+
+
+def test_forget_drops_the_requests_chain_and_candidate(tmp_path):
+    rig = Rig(tmp_path)
+    rig.keep("a", toks(N))
+    seq = Sequence("r", toks(N) + [5], None)
+    assert rig.keeper.restorable(seq) == N
+    chain = rig.keeper.chains["r"]
+    seq.append_token(6)
+    assert rig.keeper.restorable(seq) == N and rig.keeper.chains["r"] is chain  # one chain, grown
+    assert list(chain.tokens) == seq.token_ids
+    rig.keeper.forget("r")
+    rig.keeper.forget("never-seen")
+    assert "r" not in rig.keeper.chains and "r" not in rig.keeper.candidates
+    seq.num_cached_tokens = N
+    with pytest.raises(RuntimeError):
+        rig.keeper.restore_into(seq)
+
+
+def test_the_disk_tier_writes_named_files_in_its_directory_and_deletes_dropped_ones(tmp_path):
+    disk_dir = tmp_path / "a" / "b"  # created with its parents
+    one = Rig(device=0, host=0, disk=Rig().keeper.nbytes(N), disk_dir=disk_dir)
+    first = one.keep("a", toks(N))
+    files = sorted(disk_dir.iterdir())
+    assert [f.name for f in files] == [f"snap-{one.keeper._run}-0.pt"] and one.keeper.index.get(toks(N)).handle == \
+        str(files[0])
+    assert restored_exactly(one, first, toks(N))
+    second = one.keep("b", toks(N, 50))  # the disk tier holds one: the first snapshot's file goes
+    assert [f.name for f in disk_dir.iterdir()] == [f"snap-{one.keeper._run}-1.pt"] and one.tier(toks(N)) is None
+    other = Rig(device=0, host=0, disk=BIG, disk_dir=disk_dir)  # another run sharing the directory
+    other.keep("c", toks(N, 50))
+    assert len(list(disk_dir.iterdir())) == 2 and other.keeper._run != one.keeper._run
+    assert restored_exactly(one, second, toks(N, 50))
+
+
+def test_disk_tier_only_when_it_has_bytes_and_a_temporary_directory_by_default(tmp_path):
+    rig = Rig(device=0, host=0, disk=BIG)
+    assert [t.name for t in rig.keeper.index.tiers] == ["device", "host", "disk"]
+    assert rig.keeper.disk_dir.is_dir() and rig.keeper.disk_dir.name.startswith("m1-states-")
+    none = Rig(tmp_path, device=0, host=BIG, disk=0)
+    assert [t.name for t in none.keeper.index.tiers] == ["device", "host"] and not hasattr(none.keeper, "disk_dir")
+    tight = Rig(tmp_path, device=0, host=0)  # no disk tier: past the host it is dropped
+    tight.keep("a", toks(N))
+    assert tight.tier(toks(N)) is None and tight.blocks.num_free == 40
+
+
+def shared_dir(tmp_path) -> SharedStates:
+    return SharedStates(tmp_path / "shared", {"model": "tiny", "dtype": "bf16"}, KEY_BLOCK_TOKENS)
+
+
+@pytest.mark.parametrize("on_device", [True, False])
+def test_another_replica_restores_what_one_saved_to_the_shared_directory(tmp_path, on_device):
+    one = Rig(tmp_path, shared=shared_dir(tmp_path))
+    expected = one.keep("a", toks(N), on_device=on_device)
+    assert one.keeper.shared.saved == 1 and len(list((tmp_path / "shared").glob("*.pt"))) == 1
+    other = Rig(tmp_path, shared=shared_dir(tmp_path))
+    other.keep("b", toks(N - 3))  # a shorter local snapshot: the longer shared one wins
+    assert restored_exactly(other, expected, toks(N))
+    assert other.keeper.shared.restored == 1 and other.keeper.index.stats()["hits"] == 0  # not a local use
+
+
+def test_a_shared_snapshot_no_longer_than_the_local_one_is_not_loaded(tmp_path):
+    one = Rig(tmp_path, shared=shared_dir(tmp_path))
+    expected = one.keep("a", toks(N))
+    assert restored_exactly(one, expected, toks(N))  # the local device copy, found in the shared dir as well
+    assert one.keeper.shared.restored == 0 and one.keeper.index.stats()["hits"] == 1
+
+
+def test_a_shared_snapshot_always_leaves_a_token_to_prefill(tmp_path):
+    one = Rig(tmp_path, shared=shared_dir(tmp_path))
+    one.keep("a", toks(N))
+    other = Rig(tmp_path, shared=shared_dir(tmp_path))
+    assert other.keeper.restorable(Sequence("all", toks(N), None)) == 0  # it would cover every token
+    assert other.keeper.restorable(Sequence("one-more", toks(N + 1), None)) == N
+    assert isinstance(other.keeper.candidates["one-more"], SharedHit)
