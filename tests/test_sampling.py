@@ -47,6 +47,7 @@ def empirical(params: SamplingParams, logits=LOGITS, n=N) -> torch.Tensor:
     (1.0, 0, 1.0), (0.5, 0, 1.0), (2.0, 0, 1.0),     # tempered
     (1.0, 3, 1.0), (0.7, 5, 1.0), (1.0, 100, 1.0),   # top-k (100 > vocabulary: no filter)
     (1.0, 0, 0.6), (1.3, 0, 0.9), (1.0, 4, 0.5),     # nucleus, and both
+    (1.0, 3, 0.7),  # the nucleus of the renormalised top 3 is 2 tokens (of the raw top 3 it would be all 3)
 ])
 def test_draws_follow_the_reference_distribution(temperature, top_k, top_p):
     params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=1234)
@@ -88,6 +89,15 @@ def test_edge_values_near_the_limits():
 def test_out_of_range_params_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         SamplingParams(**{field: value})
+
+
+def test_a_seed_makes_draws_reproducible_and_other_seeds_differ():
+    draws = lambda seed: sample(LOGITS.expand(64, -1), [SamplingParams(seed=seed)] * 64,
+                                [make_generator(SamplingParams(seed=seed), "cpu")] * 64)
+    torch.manual_seed(1)  # the global generator, moved between the runs, must not matter
+    first = draws(7)
+    torch.manual_seed(2)
+    assert draws(7) == first and draws(8) != first  # 64 draws over 8 tokens: equal by chance ~never
 
 
 def test_seeds_over_the_whole_range_work():
@@ -150,6 +160,37 @@ def test_params_are_valid_and_finite_or_refused(temperature, top_p, seed):
     assert math.isfinite(p.temperature) and (p.temperature == 0 or p.temperature >= GREEDY_BELOW)
     assert 0 < p.top_p <= 1 and (p.seed is None or -(2 ** 63) <= p.seed < 2 ** 64)
     make_generator(p, "cpu")
+
+
+def weights_drawn_from(monkeypatch, row: list[float], params: SamplingParams) -> torch.Tensor:
+    """The weights the sampler hands to torch.multinomial (the real one still draws), normalised."""
+    seen, draw = [], torch.multinomial
+    monkeypatch.setattr(torch, "multinomial", lambda probs, *a, **kw: seen.append(probs) or draw(probs, *a, **kw))
+    sample(torch.tensor([row]), [params], [make_generator(params, "cpu")])
+    return seen[0].double() / seen[0].double().sum()
+
+
+@pytest.mark.parametrize("row, temperature, top_k, top_p", [
+    (LOGITS.tolist(), 0.7, 5, 0.8), (LOGITS.tolist(), 1.0, 3, 0.7), (LOGITS.tolist(), 1.5, 0, 1.0),
+    ([0.0, -20.0], 1.0, 0, 1.0),  # top_p 1 keeps a token of probability 2e-9 (no nucleus at all)
+    ([0.0, -20.0, -3.0], 1.0, 50, 1.0),  # and so does a top_k above the vocabulary
+    ([0.0, 0.0, 0.0, 0.0], 1.0, 0, 0.5),  # masses 0.25 exactly: 2 tokens reach 0.5, a third is not added
+])
+def test_the_weights_drawn_from_are_the_reference_distribution(monkeypatch, row, temperature, top_k, top_p):
+    """Exact (deterministic) where the draws above are statistical: same support, weights to fp32 rounding."""
+    got = weights_drawn_from(monkeypatch, row, SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p))
+    want = reference(torch.tensor(row), temperature, top_k, top_p)
+    if len(set(row)) < len(row):  # ties: which tokens are kept is free, how many and their weights are not
+        got, want = got.sort().values, want.sort().values
+    assert torch.equal(got > 0, want > 0) and torch.allclose(got, want, atol=1e-6, rtol=1e-5), (got, want)
+
+
+def test_huge_finite_logits_are_usable():
+    """Scaled from the row's maximum, logits near the fp32 limit neither overflow nor give NaN weights."""
+    row = torch.tensor([[3.0e38, 2.0e38, -3.0e38, 3.0e38 - 2.0e31]])
+    for params in (SamplingParams(temperature=1.0, seed=1), SamplingParams(temperature=0.5, top_k=2, seed=1)):
+        draws = {sample(row, [params], [make_generator(params, "cpu")])[0] for _ in range(20)}
+        assert draws == {0}
 
 
 def test_studio_settings_use_the_same_ranges():

@@ -176,14 +176,15 @@ def test_a_newer_snapshot_of_the_same_tokens_replaces_the_older_and_frees_its_bl
 
 def test_reclaim_demotes_least_recently_used_device_snapshots_until_enough_blocks_are_free(tmp_path):
     rig = Rig(tmp_path)
-    for i, start in enumerate((100, 200, 300)):
-        rig.keep(f"k{i}", toks(N, start))
+    for i, start in enumerate((100, 200, 300, 400)):
+        rig.keep(f"k{i}", toks(N, start))  # 3 blocks each
     rig.admit("use-first", toks(N, 100) + [1])  # restoring the oldest makes it the most recently used
+    tiers = lambda: [rig.tier(toks(N, s)) for s in (100, 200, 300, 400)]
     free = rig.blocks.num_free
-    assert rig.keeper.reclaim(0) == 0 and rig.tier(toks(N, 200)) == "device"
-    assert rig.keeper.reclaim(4) == 6  # two snapshots of 3 blocks each: the 200 and 300 ones, not the 100
-    assert [rig.tier(toks(N, s)) for s in (100, 200, 300)] == ["device", "host", "host"]
-    assert rig.keeper.reclaim(100) == 3 and rig.blocks.num_free == free + 9  # then nothing is left to demote
+    assert rig.keeper.reclaim(0) == 0 and tiers() == ["device"] * 4
+    assert rig.keeper.reclaim(3) == 3 and tiers() == ["device", "host", "device", "device"]  # exactly enough
+    assert rig.keeper.reclaim(4) == 6 and tiers() == ["device", "host", "host", "host"]  # two, not the restored
+    assert rig.keeper.reclaim(100) == 3 and rig.blocks.num_free == free + 12  # then nothing is left to demote
     assert rig.keeper.reclaim(1) == 0
 
 
@@ -192,8 +193,8 @@ def test_restore_refuses_a_snapshot_that_changed_since_the_admission_query(tmp_p
     rig.keep("a", toks(N))
     seq = Sequence("late", toks(N) + [5], None)
     seq.num_cached_tokens = N
-    with pytest.raises(RuntimeError, match="'late'"):  # never asked
-        rig.keeper.restore_into(seq)
+    with pytest.raises(RuntimeError, match="^snapshot for request 'late' changed between scheduling and restore$"):
+        rig.keeper.restore_into(seq)  # never asked
     assert rig.keeper.restorable(seq) == N
     seq.num_cached_tokens = N - 1
     with pytest.raises(RuntimeError, match="'late'"):  # admitted for another length
@@ -232,6 +233,10 @@ def test_the_disk_tier_writes_named_files_in_its_directory_and_deletes_dropped_o
     assert restored_exactly(one, first, toks(N))
     second = one.keep("b", toks(N, 50))  # the disk tier holds one: the first snapshot's file goes
     assert [f.name for f in disk_dir.iterdir()] == [f"snap-{one.keeper._run}-1.pt"] and one.tier(toks(N)) is None
+    (disk_dir / f"snap-{one.keeper._run}-1.pt").unlink()  # a file someone deleted: dropping it still works
+    one.keep("c", toks(N, 70))
+    assert one.tier(toks(N, 50)) is None and one.tier(toks(N, 70)) == "disk"
+    second = one.keep("b", toks(N, 50))
     other = Rig(device=0, host=0, disk=BIG, disk_dir=disk_dir)  # another run sharing the directory
     other.keep("c", toks(N, 50))
     assert len(list(disk_dir.iterdir())) == 2 and other.keeper._run != one.keeper._run
@@ -242,6 +247,7 @@ def test_disk_tier_only_when_it_has_bytes_and_a_temporary_directory_by_default(t
     rig = Rig(device=0, host=0, disk=BIG)
     assert [t.name for t in rig.keeper.index.tiers] == ["device", "host", "disk"]
     assert rig.keeper.disk_dir.is_dir() and rig.keeper.disk_dir.name.startswith("m1-states-")
+    assert [t.name for t in Rig(device=0, host=0, disk=1).keeper.index.tiers] == ["device", "host", "disk"]
     none = Rig(tmp_path, device=0, host=BIG, disk=0)
     assert [t.name for t in none.keeper.index.tiers] == ["device", "host"] and not hasattr(none.keeper, "disk_dir")
     tight = Rig(tmp_path, device=0, host=0)  # no disk tier: past the host it is dropped
