@@ -25,7 +25,8 @@ def reference(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: f
     """The distribution the sampler must follow, written plainly (float64, one token at a time)."""
     p = torch.softmax(logits.double() / temperature, -1)
     order = sorted(range(len(p)), key=lambda i: -p[i].item())
-    keep = order[:top_k] if top_k else order
+    kth = p[order[min(top_k, len(p)) - 1]].item() if top_k else 0.0
+    keep = [i for i in order if p[i].item() >= kth * (1 - 1e-6)]  # ties with the k-th stay (vLLM, HF), fp32-near too
     total = sum(p[i].item() for i in keep)  # top-p applies to the top-k distribution renormalised (vLLM, HF)
     mass, nucleus = 0.0, set()
     for i in keep:  # the smallest top set whose mass reaches top_p
@@ -127,6 +128,8 @@ valid = st.builds(SamplingParams, temperature=st.one_of(st.just(0.0), st.floats(
 @settings(max_examples=150, deadline=None)
 @given(row=rows, params=valid)
 @example(row=[0.0, -math.inf, 0.0, 0.0, 0.0], params=SamplingParams(temperature=1.0, top_p=0.25, seed=0))  # ties
+@example(row=[0.5, 0.0, 0.0], params=SamplingParams(temperature=1.0, top_p=0.5, top_k=2, seed=0))  # a tie at the
+# k-th: both stay, so token 0 holds 0.45 of the top-k mass (not 0.62) and the nucleus of 0.5 takes a second token
 def test_any_valid_params_on_any_usable_row_give_an_allowed_token(row, params):
     logits = torch.tensor(row, dtype=torch.float32)
     token = sample(logits[None], [params], [make_generator(params, "cpu")])[0]
