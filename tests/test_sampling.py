@@ -101,6 +101,28 @@ def test_a_seed_makes_draws_reproducible_and_other_seeds_differ():
     assert draws(7) == first and draws(8) != first  # 64 draws over 8 tokens: equal by chance ~never
 
 
+def test_edges_of_the_valid_ranges_are_accepted():
+    assert not SamplingParams(temperature=GREEDY_BELOW).greedy and SamplingParams(temperature=GREEDY_BELOW).temperature
+    assert SamplingParams(max_tokens=1, top_k=0, top_p=1.0).max_tokens == 1
+    assert SamplingParams(stop_token_ids=(0, 5)).stop_token_ids == (0, 5)
+    for bad in ([3, -1], (-1,), "7", [True]):
+        with pytest.raises(ValueError, match="stop_token_ids"):
+            SamplingParams(stop_token_ids=bad)
+    assert SamplingParams(stop="</s>").stop == ["</s>"] and SamplingParams(stop=["", "a"]).stop == ["a"]
+    assert SamplingParams(stop=None).stop == [] and SamplingParams(stop="").stop == []
+
+
+def test_each_row_is_greedy_over_its_own_logits_below_the_vocab_limit():
+    rows = torch.tensor([[0.0, 1.0, 5.0, 9.0], [3.0, 0.0, 1.0, 0.0], [0.0, 2.0, 1.0, 0.0]])
+    greedy = [SamplingParams(temperature=0)] * 3
+    assert sample(rows, greedy, [None] * 3) == [3, 0, 1]
+    assert sample(rows, greedy, [None] * 3, vocab_limit=3) == [2, 0, 1]  # the padding column never comes out
+    assert sample(rows, greedy, [None] * 3, vocab_limit=4) == [3, 0, 1]
+    hot = SamplingParams(temperature=5.0, seed=0)
+    assert set(sample(rows[:1].expand(200, -1), [hot] * 200, [make_generator(hot, "cpu")] * 200, vocab_limit=2)) \
+        == {0, 1}
+
+
 def test_seeds_over_the_whole_range_work():
     for seed in (0, 2 ** 64 - 1, -(2 ** 63)):
         make_generator(SamplingParams(seed=seed), "cpu")

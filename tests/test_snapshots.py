@@ -5,6 +5,9 @@ Restores must be bit-identical (lightning states, K rows and V rows, each compar
 first `n` rows of the new sequence, and survive the source slot and freed blocks being overwritten. Device snapshots
 hold exactly their tokens' blocks; `reclaim` demotes least recently used ones until enough blocks are free.
 """
+import pickle
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -259,14 +262,14 @@ def shared_dir(tmp_path) -> SharedStates:
     return SharedStates(tmp_path / "shared", {"model": "tiny", "dtype": "bf16"}, KEY_BLOCK_TOKENS)
 
 
-@pytest.mark.parametrize("on_device", [True, False])
-def test_another_replica_restores_what_one_saved_to_the_shared_directory(tmp_path, on_device):
-    one = Rig(tmp_path, shared=shared_dir(tmp_path))
-    expected = one.keep("a", toks(N), on_device=on_device)
+@pytest.mark.parametrize("on_device, length", [(True, N), (False, N), (True, KEY_BLOCK_TOKENS + 5)])
+def test_another_replica_restores_what_one_saved_to_the_shared_directory(tmp_path, on_device, length):
+    one = Rig(tmp_path, shared=shared_dir(tmp_path), num_blocks=160)
+    expected = one.keep("a", toks(length), on_device=on_device)
     assert one.keeper.shared.saved == 1 and len(list((tmp_path / "shared").glob("*.pt"))) == 1
-    other = Rig(tmp_path, shared=shared_dir(tmp_path))
-    other.keep("b", toks(N - 3))  # a shorter local snapshot: the longer shared one wins
-    assert restored_exactly(other, expected, toks(N))
+    other = Rig(tmp_path, shared=shared_dir(tmp_path), num_blocks=160)
+    other.keep("b", toks(length - 3))  # a shorter local snapshot: the longer shared one wins
+    assert restored_exactly(other, expected, toks(length))
     assert other.keeper.shared.restored == 1 and other.keeper.index.stats()["hits"] == 0  # not a local use
 
 
@@ -284,3 +287,22 @@ def test_a_shared_snapshot_always_leaves_a_token_to_prefill(tmp_path):
     assert other.keeper.restorable(Sequence("all", toks(N), None)) == 0  # it would cover every token
     assert other.keeper.restorable(Sequence("one-more", toks(N + 1), None)) == N
     assert isinstance(other.keeper.candidates["one-more"], SharedHit)
+
+
+class Planted:
+    """Unpickling this touches a file: what a snapshot file planted in the disk directory could run."""
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_disk_snapshot_file_is_loaded_as_tensors_only(tmp_path):
+    rig = Rig(tmp_path, device=0, host=0, disk=BIG)
+    rig.keep("a", toks(N))
+    marker = tmp_path / "ran"
+    torch.save({"states": Planted(marker), "keys": {}, "values": {}}, rig.keeper.index.get(toks(N)).handle)
+    with pytest.raises(pickle.UnpicklingError):
+        rig.admit("next", toks(N) + [1])
+    assert not marker.exists()
