@@ -83,25 +83,24 @@ def validated(model: type[BaseModel], body: dict) -> BaseModel:
 
 
 def _field_error(model: type[BaseModel], exc: ValidationError) -> APIError:
-    errors = exc.errors(include_url=False)
-    top = errors[0]["loc"][0]
+    errors = exc.errors()
+    top = errors[0]["loc"][0]  # extra fields are allowed: every error is about a declared field
     error = max((e for e in errors if e["loc"][0] == top), key=lambda e: len(e["loc"]))  # the first of the deepest
     loc = error["loc"]
-    param = f"{top}[{loc[1]}]" if len(loc) > 1 and isinstance(loc[1], int) else str(top)
+    param = f"{top}[{loc[1]}]" if len(loc) > 1 and isinstance(loc[1], int) else top
     got = "" if error["type"] == "missing" else f" (got {reprlib.repr(error['input'])})"
-    hint = model.model_fields[top].description if top in model.model_fields else None
-    return APIError(400, f"{_path(loc)}: {error['msg']}{got}" + (f"; {top} must be {hint}" if hint else ""),
+    return APIError(400, f"{_path(loc)}: {error['msg']}{got}; {top} must be {model.model_fields[top].description}",
                     param=param)
 
 
 def _path(loc: tuple) -> str:
     """('tools', 0, 'function', 'name') -> tools[0].function.name; pydantic's union tags ('str', 'NamedChoice',
-    "literal[...]") are left out."""
+    "literal[...]", "list[TextPart]": the schema's unions have no int, float or bool member) are left out."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part.isidentifier() and part not in ("str", "int", "float", "bool") and not part[0].isupper():
+        elif part.isidentifier() and part != "str" and not part[0].isupper():
             out += f".{part}" if out else part
     return out
 
@@ -116,12 +115,11 @@ def _encode(body: dict, tokenizer) -> list[int]:
 
 def _max_tokens(fields: ChatCompletionBody, prompt_tokens: int, window: int) -> int:
     value = _or(fields.max_completion_tokens, fields.max_tokens)
-    requested = prompt_tokens + (value or 1)
-    if requested > window or prompt_tokens >= window:
-        over = max(requested, prompt_tokens + 1) - window
+    requested = prompt_tokens + (value or 1)  # at least one token must fit after the prompt
+    if requested > window:
         what = f"{prompt_tokens:,} in the messages" + (f", {value:,} in the completion" if value else "")
         raise APIError(400, f"This model's maximum context length is {window:,} tokens. However, you requested "
-                            f"{max(requested, prompt_tokens + 1):,} tokens ({what}): over by {over:,} tokens. "
+                            f"{requested:,} tokens ({what}): over by {requested - window:,} tokens. "
                             "Please reduce the length of the messages or the completion.",
                        param="messages", code="context_length_exceeded")
     return value or window - prompt_tokens

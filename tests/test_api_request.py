@@ -1,6 +1,7 @@
 """`parse_request` on its own (no server): every body field's accepted values and boundaries, the OpenAI error
 shape of a refusal (status, param, code, a message naming the field), the context window's edge, and the
 SamplingParams that come out. The real tiny tokenizer encodes the messages."""
+import json
 import math
 
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from engine.serving.sampling import SEED_RANGE
 from engine.text.tokenizer import load_tokenizer
 from studio.api_request import APIError, parse_request
+from studio.api_schema import ChatCompletionBody
 from studio.generation import THINK_START
 
 MODEL = "m1-tiny"
@@ -199,3 +201,20 @@ def test_the_completion_limit_counts_max_completion_tokens_first(tokenizer):
     assert refusal(tokenizer, body, window=prompt + 9).message.count("10 in the completion") == 1
     thousands = refusal(tokenizer, {"messages": HELLO, "max_tokens": 5000}, window=WINDOW).message
     assert f"{prompt + 5000:,} tokens ({prompt:,} in the messages, 5,000 in the completion)" in thousands
+
+
+def test_every_body_field_has_the_hint_an_error_ends_with():
+    missing = [name for name, f in ChatCompletionBody.model_fields.items() if not f.description]
+    assert not missing and ChatCompletionBody.model_config["extra"] == "allow"
+
+
+def test_an_api_error_is_openai_json_with_its_status():
+    error = APIError(404, "no such model", param="model", code="model_not_found")
+    response = error.response()
+    assert str(error) == "no such model" and response.status_code == 404
+    assert json.loads(response.body) == {"error": {"message": "no such model", "type": "invalid_request_error",
+                                                   "param": "model", "code": "model_not_found"}}
+    assert "www-authenticate" not in response.headers
+    unauthorized = APIError(401, "Incorrect API key provided", code="invalid_api_key").response()
+    assert unauthorized.status_code == 401 and unauthorized.headers["www-authenticate"] == "Bearer"
+    assert json.loads(unauthorized.body)["error"]["param"] is None
