@@ -160,7 +160,8 @@ def test_the_message_says_what_came_and_what_the_field_must_be(tokenizer):
 @pytest.mark.parametrize("body", [[], "x", None, 3])
 def test_a_body_that_is_not_an_object(tokenizer, body):
     error = refusal(tokenizer, body)
-    assert (error.status, error.param, error.code) == (400, None, None) and "JSON object" in error.message
+    assert (error.status, error.param, error.code) == (400, None, None)
+    assert error.message == "the request body must be a JSON object"
 
 
 @pytest.mark.parametrize("model", ["gpt-4o", "", 5, ["m1-tiny"]])
@@ -168,6 +169,16 @@ def test_an_unknown_model_is_a_404_before_any_field_is_checked(tokenizer, model)
     error = refusal(tokenizer, {"model": model, "messages": [], "temperature": 9})
     assert (error.status, error.param, error.code) == (404, "model", "model_not_found")
     assert error.message == f"The model `{model}` does not exist; this server serves {MODEL}"
+
+
+def test_every_served_name_is_accepted_and_named_in_the_404(tokenizer):
+    names = [MODEL, "m1-alias"]
+    for model in names:
+        assert parse_request({"model": model, "messages": HELLO}, model_names=names, tokenizer=tokenizer,
+                             window=WINDOW).params.max_tokens > 0
+    with pytest.raises(APIError) as info:
+        parse_request({"model": "gpt-4o", "messages": HELLO}, model_names=names, tokenizer=tokenizer, window=WINDOW)
+    assert info.value.message.endswith("this server serves m1-tiny, m1-alias")
 
 
 def test_the_tokenizer_refusing_the_messages_is_a_400_on_messages(tokenizer):
