@@ -75,7 +75,7 @@ class OpenAIService:
     def add_tools(self, req: CompletionRequest, body: dict) -> None:
         """Tools, tool_choice, response_format and force_output of the body onto a parsed request (APIError 400)."""
         req.tools = parse_tools(body)
-        req.forced_output = forced_output(body, self.engine.tokenizer)
+        req.forced_output = forced_output(body.get("force_output"), self.engine.tokenizer)
         structure = req.tools.structure(req.force_think_start)
         if structure is not None:
             from engine.serving.grammar import GrammarError  # xgrammar loads with the first constrained request

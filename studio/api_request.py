@@ -2,18 +2,21 @@
 
 Supported body fields: model, messages (string or text-part content; tools are rendered into M1's prompt),
 stream, stream_options.include_usage, temperature, top_p, max_tokens / max_completion_tokens, stop, seed, n (1),
-and two extras (pass them with the client's `extra_body`): `thinking_budget` (reasoning tokens before the think
-block is closed for the model) and `force_think_start` (append "<think>\\n" to the prompt as the studio does;
-off by default, so the API serves M1 as it is). Other OpenAI fields are accepted and ignored.
+and extras (pass them with the client's `extra_body`): `thinking_budget` (reasoning tokens before the think
+block is closed for the model), `force_think_start` (append "<think>\\n" to the prompt as the studio does;
+off by default, so the API serves M1 as it is) and vLLM's `ignore_eos` (generate past the end-of-sentence token,
+up to max_tokens: benchmarks, tests). Other OpenAI fields are accepted and ignored. The fields' shapes and ranges
+are pydantic models (studio.api_schema); a ValidationError becomes a 400 whose `param` is the field.
 """
+import reprlib
 from dataclasses import dataclass, field
 
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
 
-from engine.serving.sampling import SEED_RANGE, SamplingParams
+from engine.serving.sampling import SamplingParams
+from studio.api_schema import ChatCompletionBody
 from studio.generation import THINK_START
-
-MAX_STOP_STRINGS = 4
 
 
 class APIError(Exception):
@@ -57,94 +60,70 @@ def parse_request(body, *, model_names: list[str], tokenizer, window: int) -> Co
     if model is not None and model not in model_names:
         raise APIError(404, f"The model `{model}` does not exist; this server serves {', '.join(model_names)}",
                        param="model", code="model_not_found")
-    if body.get("n") not in (None, 1):
-        raise APIError(400, f"n must be 1, got {body.get('n')!r}", param="n")
-    force_think = _flag(body, "force_think_start")
+    fields = validated(ChatCompletionBody, body)
+    force_think = bool(fields.force_think_start)
     prompt_ids = _encode(body, tokenizer)
     keep_at = [len(prompt_ids)] if force_think else []
     if force_think:
         prompt_ids = prompt_ids + tokenizer.encode(THINK_START)
-    max_tokens = _max_tokens(body, len(prompt_ids), window)
-    params = SamplingParams(temperature=_number(body, "temperature", 1.0, 0, 2), top_p=_top_p(body),
-                            max_tokens=max_tokens, seed=_seed(body), stop=_stop(body))
-    options = body.get("stream_options") or {}
-    if not isinstance(options, dict):
-        raise APIError(400, "stream_options must be an object", param="stream_options")
-    budget = body.get("thinking_budget")
-    if budget is not None and (not _is_int(budget) or budget < 0):
-        raise APIError(400, f"thinking_budget must be an integer >= 0, got {budget!r}", param="thinking_budget")
-    user = body.get("user")
-    if user is not None and not isinstance(user, str):
-        raise APIError(400, f"user must be a string, got {user!r}", param="user")
-    return CompletionRequest(prompt_ids, keep_at, params, _flag(body, "stream"),
-                             bool(options.get("include_usage")), force_think, budget, user or None)
+    params = SamplingParams(temperature=_or(fields.temperature, 1.0), top_p=_or(fields.top_p, 1.0),
+                            max_tokens=_max_tokens(fields, len(prompt_ids), window), seed=fields.seed,
+                            stop=fields.stop, ignore_eos=bool(fields.ignore_eos))
+    include_usage = bool(fields.stream_options and fields.stream_options.include_usage)
+    return CompletionRequest(prompt_ids, keep_at, params, bool(fields.stream), include_usage, force_think,
+                             fields.thinking_budget, fields.user or None)
+
+
+def validated(model: type[BaseModel], body: dict) -> BaseModel:
+    """`model` validated from `body`, or APIError 400 naming the field (the most specific of its first errors)."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise _field_error(model, exc) from None
+
+
+def _field_error(model: type[BaseModel], exc: ValidationError) -> APIError:
+    errors = exc.errors()
+    top = errors[0]["loc"][0]  # extra fields are allowed: every error is about a declared field
+    error = max((e for e in errors if e["loc"][0] == top), key=lambda e: len(e["loc"]))  # the first of the deepest
+    loc = error["loc"]
+    param = f"{top}[{loc[1]}]" if len(loc) > 1 and isinstance(loc[1], int) else top
+    got = "" if error["type"] == "missing" else f" (got {reprlib.repr(error['input'])})"
+    return APIError(400, f"{_path(loc)}: {error['msg']}{got}; {top} must be {model.model_fields[top].description}",
+                    param=param)
+
+
+def _path(loc: tuple) -> str:
+    """('tools', 0, 'function', 'name') -> tools[0].function.name; pydantic's union tags ('str', 'NamedChoice',
+    "literal[...]", "list[TextPart]": the schema's unions have no int, float or bool member) are left out."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.isidentifier() and part != "str" and not part[0].isupper():
+            out += f".{part}" if out else part
+    return out
 
 
 def _encode(body: dict, tokenizer) -> list[int]:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise APIError(400, "messages must be a non-empty list of {role, content} objects", param="messages")
+    """The raw messages (validated) as the tokenizer renders them, with the tools in M1's prompt."""
     try:
-        return tokenizer.encode_chat(messages, tools=body.get("tools") or None)
+        return tokenizer.encode_chat(body["messages"], tools=body.get("tools") or None)
     except (ValueError, KeyError, TypeError) as exc:
         raise APIError(400, f"invalid messages: {exc}", param="messages") from None
 
 
-def _max_tokens(body: dict, prompt_tokens: int, window: int) -> int:
-    name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-    value = body.get(name)
-    if value is not None and (not _is_int(value) or value < 1):
-        raise APIError(400, f"{name} must be an integer >= 1, got {value!r}", param=name)
-    requested = prompt_tokens + (value or 1)
-    if requested > window or prompt_tokens >= window:
-        over = max(requested, prompt_tokens + 1) - window
+def _max_tokens(fields: ChatCompletionBody, prompt_tokens: int, window: int) -> int:
+    value = _or(fields.max_completion_tokens, fields.max_tokens)
+    requested = prompt_tokens + (value or 1)  # at least one token must fit after the prompt
+    if requested > window:
         what = f"{prompt_tokens:,} in the messages" + (f", {value:,} in the completion" if value else "")
         raise APIError(400, f"This model's maximum context length is {window:,} tokens. However, you requested "
-                            f"{max(requested, prompt_tokens + 1):,} tokens ({what}): over by {over:,} tokens. "
+                            f"{requested:,} tokens ({what}): over by {requested - window:,} tokens. "
                             "Please reduce the length of the messages or the completion.",
                        param="messages", code="context_length_exceeded")
     return value or window - prompt_tokens
 
 
-def _number(body: dict, name: str, default: float, low: float, high: float) -> float:
-    value = body.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise APIError(400, f"{name} must be a number between {low} and {high}, got {value!r}", param=name)
-    return float(value)
-
-
-def _top_p(body: dict) -> float:
-    top_p = _number(body, "top_p", 1.0, 0, 1)
-    if top_p == 0:
-        raise APIError(400, "top_p must be greater than 0", param="top_p")
-    return top_p
-
-
-def _seed(body: dict) -> int | None:
-    seed = body.get("seed")
-    low, high = SEED_RANGE
-    if seed is not None and (not _is_int(seed) or not low <= seed <= high):
-        raise APIError(400, f"seed must be an integer from {low} to {high}, got {seed!r}", param="seed")
-    return seed
-
-
-def _stop(body: dict) -> list[str]:
-    stop = body.get("stop")
-    stops = [stop] if isinstance(stop, str) else stop if stop is not None else []
-    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops) or len(stops) > MAX_STOP_STRINGS:
-        raise APIError(400, f"stop must be a string or a list of up to {MAX_STOP_STRINGS} strings, got {stop!r}",
-                       param="stop")
-    return stops
-
-
-def _flag(body: dict, name: str) -> bool:
-    value = body.get(name, False)
-    if value is not None and not isinstance(value, bool):
-        raise APIError(400, f"{name} must be true or false, got {value!r}", param=name)
-    return bool(value)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _or(value, default):
+    return default if value is None else value

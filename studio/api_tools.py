@@ -1,6 +1,6 @@
 """The OpenAI request's tool and structured-output parts: `tools`, `tool_choice`, `parallel_tool_calls`,
-`response_format`, validated with pydantic (shapes) and jsonschema (the function schemas, and the arguments of
-the history's tool calls); what the reply must look like becomes an xgrammar constraint.
+`response_format`, validated with pydantic (their shapes: studio.api_schema) and jsonschema (the function schemas,
+and the arguments of the history's tool calls); what the reply must look like becomes an xgrammar constraint.
 
 - tool_choice "none": tools stay in the prompt, the output is not parsed for calls;
 - "auto" (default with tools): calls in the output are parsed, the model is free;
@@ -12,47 +12,12 @@ Every problem is an APIError 400 naming the field.
 import json
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
 
 import jsonschema
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.text import output_format
-from studio.api_request import APIError
-
-NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class FunctionDef(_Model):
-    name: str = Field(pattern=NAME_PATTERN)
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
-    strict: bool | None = None
-
-
-class ToolDef(_Model):
-    type: Literal["function"]
-    function: FunctionDef
-
-
-class NamedChoice(_Model):
-    type: Literal["function"]
-    function: dict[str, str]
-
-
-class SchemaSpec(_Model):
-    name: str = Field(default="response", pattern=NAME_PATTERN)
-    schema_: dict[str, Any] = Field(default_factory=lambda: {"type": "object"}, alias="schema")
-    strict: bool | None = None
-
-
-class ResponseFormat(_Model):
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: SchemaSpec | None = None
+from studio.api_request import APIError, validated
+from studio.api_schema import NamedChoice, ToolFields
 
 
 @dataclass
@@ -88,12 +53,11 @@ class ToolSettings:
 
 def parse_tools(body: dict) -> ToolSettings:
     """Validate tools, tool_choice, parallel_tool_calls, response_format and the history's tool calls."""
-    functions = _functions(body.get("tools"))
-    choice, forced = _choice(body.get("tool_choice"), functions)
-    parallel = body.get("parallel_tool_calls", True)
-    if not isinstance(parallel, bool):
-        raise APIError(400, f"parallel_tool_calls must be true or false, got {parallel!r}", param="parallel_tool_calls")
-    settings = ToolSettings(functions, choice, forced, parallel, _response_schema(body.get("response_format")))
+    fields = validated(ToolFields, body)
+    functions = _functions(fields)
+    choice, forced = _choice(fields.tool_choice, functions)
+    parallel = fields.parallel_tool_calls is not False
+    settings = ToolSettings(functions, choice, forced, parallel, _response_schema(fields))
     if settings.json_schema is not None and choice in ("required", "function"):
         raise APIError(400, "response_format cannot be combined with a forced tool call (tool_choice "
                             f"{body.get('tool_choice')!r})", param="response_format")
@@ -106,56 +70,34 @@ def call_id() -> str:
     return "call_" + uuid.uuid4().hex[:24]
 
 
-def _functions(tools) -> list[dict]:
-    if tools is None:
-        return []
-    if not isinstance(tools, list):
-        raise APIError(400, "tools must be a list of {type: function, function: {...}} objects", param="tools")
+def _functions(fields: ToolFields) -> list[dict]:
     out = []
-    for i, tool in enumerate(tools):
-        try:
-            function = ToolDef.model_validate(tool).function
-        except ValidationError as exc:
-            raise APIError(400, f"tools[{i}]: {_first_error(exc)}", param=f"tools[{i}]") from None
-        if function.parameters is not None:
-            _check_schema(function.parameters, f"tools[{i}].function.parameters")
-        out.append(function.model_dump(exclude_none=True))
-    names = [f["name"] for f in out]
-    if len(set(names)) != len(names):
-        raise APIError(400, "tools: function names must be unique", param="tools")
+    for i, tool in enumerate(fields.tools or []):
+        if tool.function.parameters is not None:
+            _check_schema(tool.function.parameters, f"tools[{i}].function.parameters")
+        out.append(tool.function.model_dump(exclude_none=True))
     return out
 
 
 def _choice(choice, functions: list[dict]) -> tuple[str, str | None]:
     if choice is None:
         return ("auto" if functions else "none"), None
-    if choice in ("none", "auto", "required"):
-        if choice == "required" and not functions:
-            raise APIError(400, "tool_choice 'required' needs at least one tool in tools", param="tool_choice")
+    if choice == "required" and not functions:
+        raise APIError(400, "tool_choice 'required' needs at least one tool in tools", param="tool_choice")
+    if not isinstance(choice, NamedChoice):
         return choice, None
-    try:
-        name = NamedChoice.model_validate(choice).function["name"]
-    except (ValidationError, KeyError):
-        raise APIError(400, "tool_choice must be 'none', 'auto', 'required' or "
-                            "{'type': 'function', 'function': {'name': ...}}", param="tool_choice") from None
-    if name not in [f["name"] for f in functions]:
-        raise APIError(400, f"tool_choice names the function {name!r}, which is not in tools", param="tool_choice")
-    return "function", name
+    if choice.function.name not in [f["name"] for f in functions]:
+        raise APIError(400, f"tool_choice names the function {choice.function.name!r}, which is not in tools",
+                       param="tool_choice")
+    return "function", choice.function.name
 
 
-def _response_schema(response_format) -> dict | None:
-    if response_format is None:
-        return None
-    try:
-        spec = ResponseFormat.model_validate(response_format)
-    except ValidationError as exc:
-        raise APIError(400, f"response_format: {_first_error(exc)}", param="response_format") from None
-    if spec.type == "text":
+def _response_schema(fields: ToolFields) -> dict | None:
+    spec = fields.response_format
+    if spec is None or spec.type == "text":
         return None
     if spec.type == "json_object":
         return dict(output_format.ANY_OBJECT)
-    if spec.json_schema is None:
-        raise APIError(400, "response_format json_schema needs a json_schema object", param="response_format")
     _check_schema(spec.json_schema.schema_, "response_format.json_schema.schema")
     return spec.json_schema.schema_
 
@@ -196,19 +138,11 @@ def _check_schema(schema: dict, where: str) -> None:
         raise APIError(400, f"{where} is not a valid JSON schema: {exc.message}", param=where) from None
 
 
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    return f"{'.'.join(str(p) for p in error['loc']) or 'value'}: {error['msg']}"
-
-
-def forced_output(body: dict, tokenizer) -> list[int]:
-    """`force_output` (extra body field): text the completion starts with, forced through the engine as if the
-    model wrote it (replays and tests); a trailing <end_of_sentence> ends the completion there."""
-    text = body.get("force_output")
-    if text is None:
+def forced_output(text: str | None, tokenizer) -> list[int]:
+    """`force_output` (extra body field, validated by the body schema): text the completion starts with, forced
+    through the engine as if the model wrote it (replays, tests); a trailing <end_of_sentence> ends it there."""
+    if not text:
         return []
-    if not isinstance(text, str) or not text:
-        raise APIError(400, "force_output must be a non-empty string", param="force_output")
     eos = "<end_of_sentence>"
     ids = tokenizer.encode(text.removesuffix(eos))
     return ids + ([tokenizer.token_id(eos)] if text.endswith(eos) else [])

@@ -160,7 +160,7 @@ def test_a_disconnected_stream_aborts_its_engine_request(server):
 
 
 def test_a_client_that_gives_up_on_a_non_streamed_reply_aborts_it(server):
-    body = {"model": MODEL, "messages": HELLO, "max_tokens": 3000}
+    body = {"model": MODEL, "messages": HELLO, "max_tokens": 3000, "ignore_eos": True}  # no early EOS: 3000 tokens
     with pytest.raises(httpx.ReadTimeout):
         reply = httpx.post(f"{server}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"},
                            timeout=1.5)

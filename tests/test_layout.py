@@ -23,7 +23,7 @@ ALLOWED = {
     "studio.ui": ["engine", "studio"],
     "studio": ["engine", "studio.store", "studio.documents", "studio.api", "studio.api_request", "studio.chat",
                "studio.chat_settings", "studio.generation", "studio.prompt", "studio.model_info", "studio.replicas",
-               "studio.api_tools", "studio.api_reply", "studio.tools", "studio.tool_loop"],
+               "studio.api_tools", "studio.api_schema", "studio.api_reply", "studio.tools", "studio.tool_loop"],
     # the composition root mounts the page on the app (the one place a service layer reaches the UI)
     "studio.server": ["engine", "studio"],
 }
