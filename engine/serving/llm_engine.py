@@ -14,6 +14,7 @@ from .block_manager import CacheManager
 from ..runtime.cache import ModelCache
 from ..model.config import ModelConfig
 from ..model.memory_plan import GRAPH_RESERVE, plan_memory
+from ..model.prefill_chunk import PREFILL_CHUNK_TOKENS
 from kernels.moe.gemv import MAX_TOKENS as GRAPH_MAX_BATCH
 from .outputs import RequestUpdate
 from ..runtime.parallel import ParallelRunner, WorkerPool
@@ -45,8 +46,8 @@ class EngineArgs:
     """Serving limits; None means "derive from the device" (CPU: modest fixed sizes; CUDA: from free memory)."""
     max_model_len: int | None = None
     max_num_seqs: int = 32
-    max_num_batched_tokens: int = 8192
-    prefill_chunk_size: int = 8192    # tokens of one prompt per step (bench/scale.py measures 8k/16k/32k)
+    max_num_batched_tokens: int = PREFILL_CHUNK_TOKENS
+    prefill_chunk_size: int = PREFILL_CHUNK_TOKENS  # tokens of one prompt per step: why, in model/prefill_chunk.py
     kv_cache_tokens: int | None = None
     gpu_memory_utilization: float = 0.9
     enable_state_reuse: bool = True
@@ -213,7 +214,8 @@ class LLMEngine:
             cfg = local_config(self.config, self.workers.tp)
             states = self.args.max_num_seqs * ModelCache.bytes_per_slot(cfg)
             graphs = GRAPH_RESERVE if self._graphs_wanted() else 0
-            budget = free * self.args.gpu_memory_utilization - states - (2 << 30) - graphs
+            activations = self.memory_plan.activation_reserve  # one prefill chunk's working set (>= 2 GiB)
+            budget = free * self.args.gpu_memory_utilization - states - activations - graphs
             tokens = int(budget // max(ModelCache.bytes_per_token(cfg, self.dtype), 1))
             if tokens < BLOCK_SIZE:
                 raise MemoryError(f"no room for a KV cache on {self.device}: {free / 2**30:.1f} GiB free after weights")
