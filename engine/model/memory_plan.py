@@ -90,8 +90,8 @@ class MemoryPlan:
             raise MemoryPlanError(
                 f"the model needs {self.weight_bytes / GB:.1f} GB of weights per GPU at tensor_parallel_size="
                 f"{self.tp_size} (quantization={self.quantization}), but only "
-                f"{(self.usable_bytes - self.activation_reserve) / GB:.1f} GB per GPU are usable: use more GPUs, larger "
-                f"GPUs, or quantization='experts_int8'")
+                f"{(self.usable_bytes - self.activation_reserve) / GB:.1f} GB per GPU are usable: use more GPUs, "
+                f"larger GPUs, or quantization='experts_int8'")
         if self.sessions(self.max_model_len) < 1:
             fits = self.cache_budget // self.kv_bytes_per_token if self.kv_bytes_per_token else 0
             raise MemoryPlanError(

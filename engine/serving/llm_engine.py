@@ -293,7 +293,7 @@ class LLMEngine:
             self.keeper.restore_into(seq)
         sample_ids = {s.request_id for s in out.sample_seqs}
         scheduled = out.scheduled
-        logits = self._forward(scheduled)
+        logits = self._forward(scheduled, sample_ids)
         rows = [i for i, (seq, _) in enumerate(scheduled) if seq.request_id in sample_ids]
         sampled_seqs = [scheduled[i][0] for i in rows]
         reqs = [self.requests[s.request_id] for s in sampled_seqs]
@@ -317,12 +317,14 @@ class LLMEngine:
             self.keeper.flush()
         return updates
 
-    def _forward(self, scheduled: list[tuple[Sequence, int]]) -> torch.Tensor:
+    def _forward(self, scheduled: list[tuple[Sequence, int]], sample_ids: set[str]) -> torch.Tensor | None:
         """Run the step; where a chunk crosses keep points, run it in parts and keep the state at each point.
 
         Keep points are prompt positions whose state follow-up turns will restore: by default the prompt minus its
         last token (regenerate; a restore must leave one token to run), plus any the caller named (e.g. the end of
-        the chat template's generation prompt, before a forced `<think>`). Returns each item's last-token logits."""
+        the chat template's generation prompt, before a forced `<think>`). Returns each item's last-token logits
+        (rows of sequences not in `sample_ids` may hold anything); None when no sequence samples this step (a
+        middle chunk of a long prompt: no LM head runs and nothing waits for the device)."""
         parts = []
         for seq, n in scheduled:
             start = seq.num_computed_tokens
@@ -339,10 +341,13 @@ class LLMEngine:
                 self.keeper.keep(scheduled[i][0], parts[i][r][0])
             items = [StepItem(s.token_ids[a:b], a, s.state_slot, s.block_table)
                      for s, (a, b) in ((scheduled[i][0], parts[i][r]) for i in idx)]
-            out = self.runner.run(items)
+            need = any(len(parts[i]) == r + 1 and scheduled[i][0].request_id in sample_ids for i in idx)
+            out = self.runner.run(items, False, need)  # positional: wrappers of run pass *args on
+            if out is None:
+                continue
             if logits is None:
-                logits = out
-            else:
+                logits = out if len(idx) == len(scheduled) else out.new_zeros(len(scheduled), out.shape[1])
+            if logits is not out:
                 logits[idx] = out
         return logits
 
