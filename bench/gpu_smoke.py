@@ -203,6 +203,30 @@ def _():
     return out
 
 
+@check("tiny_host_snapshots_and_seeded_sampling")
+def _():
+    """Snapshots demoted to the host tier hold CPU tensors and restore to the same greedy output; a seeded draw on
+    this device repeats, and another seed differs (the CPU-only twins in tests/test_snapshots.py and
+    tests/test_sampling.py cannot see the device of a tensor or a generator)."""
+    prompt = list(range(5, 600))
+    plain = LLM(str(TINY), device=DEV, dtype="bfloat16", enable_state_reuse=False)
+    want = greedy(plain, [prompt + [7, 9]], [20])
+    plain.close()
+    llm = LLM(str(TINY), device=DEV, dtype="bfloat16", device_state_bytes=0)
+    greedy(llm, [prompt + [7]], [4])  # keeps the state of the prompt on the host
+    entries = list(llm.engine.keeper.index.entries.values())
+    devices = {t.device.type for e in entries if e.tier == "host"
+               for part in (e.handle.states, e.handle.keys, e.handle.values) for t in part.values()}
+    got = greedy(llm, [prompt + [7, 9]], [20])
+    draws = [llm.generate(prompt_token_ids=[prompt[:50]], sampling_params=SamplingParams(
+        temperature=1.0, max_tokens=24, seed=s, ignore_eos=True))[0].outputs[0].token_ids for s in (1, 1, 2)]
+    llm.close()
+    out = {"host_tensor_devices": sorted(devices), "restored_greedy_equal": got == want,
+           "seed_repeats": draws[0] == draws[1], "other_seed_differs": draws[0] != draws[2]}
+    out["ok"] = out["host_tensor_devices"] == ["cpu"] and all(v for k, v in out.items() if k != "host_tensor_devices")
+    return out
+
+
 print("\n== summary on", RESULTS["device"])
 for name, c in RESULTS["checks"].items():
     print(f"{name:<40} {'ok' if c.get('ok') else 'FAILED'}  ({c['seconds']} s)")

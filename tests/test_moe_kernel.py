@@ -96,3 +96,40 @@ def test_prefill_tiles_both_orientations_uneven_k(monkeypatch, swap, int8):
     args = make(70, H=64, I=40, E=5, k=2, dtype=torch.bfloat16, int8=int8, seed=7)
     assert fused.gemm_tiles(140, int8) == tiles
     assert rel_err(fused_moe(*args, impl="triton"), naive.fused_moe(*args)) <= TOL[torch.bfloat16]
+
+
+@pytest.mark.parametrize("swap, int8, dtype", [(False, True, torch.bfloat16), (True, True, torch.bfloat16),
+                                               (False, False, torch.bfloat16), (True, True, torch.float32)],
+                         ids=["int8-a-left", "int8-w-left", "bf16-a-left", "int8-w-left-fp32"])
+def test_silu_up_fused_into_gate_up_epilogue(monkeypatch, swap, int8, dtype):
+    """The gate/up GEMM writing SiLU(gate) * up itself (SILU_UP variant) against the reference: I=40 not a multiple of
+    BLOCK_N (16), uneven K in the down GEMM, several row blocks per expert; the fused launch must be the one taken."""
+    from kernels.moe import fused
+    monkeypatch.setattr(fused, "SMALL_MAX_SLOTS", 0)
+    kind = "int8" if int8 else "bf16"
+    monkeypatch.setitem(fused.PREFILL_TILES, kind, (16, 32, 32, 4, 3, swap, 2))
+    monkeypatch.setitem(fused.SILU_UP_TILES, kind, (16, 16, 32, 4, 3, swap, 2))
+    monkeypatch.setitem(fused.SILU_UP, kind, True)
+    calls = []
+    real = fused._expert_gemm
+    monkeypatch.setattr(fused, "_expert_gemm", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    args = make(70, H=64, I=40, E=5, k=2, dtype=dtype, int8=int8, seed=11)
+    out = fused_moe(*args, impl="triton")
+    assert calls[0] == {"silu_up": True} and len(calls) == 2
+    assert out.dtype == dtype and rel_err(out, naive.fused_moe(*args)) <= TOL[dtype]
+
+
+def test_fast_int8_conversion_matches(monkeypatch):
+    """FAST_INT8 (int8 weights turned into floats by bit arithmetic, not the conversion unit) against the reference,
+    with SiLU * up fused and not; fp32 activations so the comparison is exact to fp32 rounding, every int8 value
+    (-127..127 after quantisation) appearing in the weights."""
+    from kernels.moe import fused
+    monkeypatch.setattr(fused, "SMALL_MAX_SLOTS", 0)
+    monkeypatch.setattr(fused, "FAST_INT8", True)
+    monkeypatch.setitem(fused.PREFILL_TILES, "int8", (16, 32, 32, 4, 3, False, 2))
+    monkeypatch.setitem(fused.SILU_UP_TILES, "int8", (16, 16, 32, 4, 3, False, 2))
+    args = make(70, H=64, I=40, E=3, k=2, dtype=torch.float32, int8=True, seed=5)  # T > gemv.MAX_TOKENS
+    assert set(range(-127, 128)) <= set(args[1].unique().tolist())
+    ref = naive.fused_moe(*args)
+    for silu_up in (False, True):
+        assert rel_err(fused.triton_fused_moe(*args, silu_up=silu_up), ref) <= 1e-5

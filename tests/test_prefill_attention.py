@@ -93,3 +93,34 @@ def test_empty_sequence_in_batch_and_bad_shapes():
         paged_prefill_attention(args[0], *[a.expand(-1, 3, -1) for a in args[1:3]], *args[3:6], 4, 0.25)
     with pytest.raises(ValueError, match="power of two"):
         paged_prefill_attention(*args[:6], 6, 0.25)
+
+
+@pytest.mark.parametrize("variant, block_size", [("fold", 16), ("tma+tmaq", 16), ("tma+tmaq+ws+fold", 32),
+                                                 ("tma+tmaq+fold+poly", 4), ("poly", 16)], ids=lambda v: str(v))
+def test_kernel_variants_match_reference(variant, block_size):
+    """Each variant of prefill.VARIANT_FLAGS against the reference: chunks of whole query blocks (TMA output stores)
+    and ragged ones (masked stores), contexts ending mid key tile, GQA; cache blocks of 16 / 32 rows hold whole key
+    tiles (TMA K/V loads), blocks of 4 rows do not (pointer loads instead)."""
+    from kernels.attention import prefill
+    assert prefill.variant_flags(variant, torch.empty(1, 4, 32), torch.empty(8, 2, 32), block_size, 8)["TMA_KV"] \
+        == ("tma" in variant and block_size >= 8)
+    args = make([32, 21, 3], [45, 50, 69], H=4, KVH=2, D=32, block_size=block_size, dtype=torch.float32,
+                seed=len(variant) + block_size)
+    check(args, torch.float32, variant=variant)
+    bf16 = make([16, 7], [40, 23], H=2, KVH=1, D=32, block_size=block_size, dtype=torch.bfloat16, seed=4)
+    check(bf16, torch.bfloat16, variant=variant)
+
+
+def test_unknown_variant_is_named():
+    args = make([4], [9], H=2, KVH=1, D=16, block_size=4, dtype=torch.float32)
+    with pytest.raises(ValueError, match="unknown prefill variant"):
+        paged_prefill_attention(*args, variant="tma+fast")
+
+
+def test_tma_variant_falls_back_on_unaligned_cache():
+    """A cache view that TMA cannot address (base not 16-byte aligned) takes the pointer loads and stays correct."""
+    q, k, v, tables, cu, lens, bs, scale = make([9, 4], [30, 17], H=2, KVH=1, D=16, block_size=8,
+                                                dtype=torch.float32, seed=8)
+    k_off, v_off = (torch.cat([torch.zeros(1), t.flatten()])[1:].view(t.shape) for t in (k, v))
+    assert k_off.data_ptr() % 16 and torch.equal(k_off, k)
+    check((q, k_off, v_off, tables, cu, lens, bs, scale), torch.float32, variant="tma+tmaq")

@@ -1,7 +1,7 @@
 """Streaming reasoning/answer splitter for M1 output, and the <tool_calls> parser."""
 import pytest
 
-from engine.text.reasoning import Event, ReasoningSplitter, parse_tool_calls, remove_tool_calls, split
+from engine.text.reasoning import Event, ReasoningSplitter, split
 
 # (generated text, starts_in_reasoning, expected reasoning, expected answer, reasoning unfinished)
 CASES = {
@@ -92,16 +92,3 @@ def test_in_reasoning_before_any_decision():
 def test_feed_rejects_non_text():
     with pytest.raises(TypeError, match="str"):
         ReasoningSplitter().feed(b"<think>")
-
-
-def test_parse_tool_calls():
-    answer = ('Checking.\n<tool_calls>\n{"name": "search_web", "arguments": {"query_list": ["a"]}}\n'
-              '{"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"}\nnot json\n[1, 2]\n'
-              '{"arguments": {}}\n</tool_calls>')
-    assert parse_tool_calls(answer) == [
-        {"name": "search_web", "arguments": {"query_list": ["a"]}},
-        {"name": "get_weather", "arguments": {"city": "Paris"}},
-    ]
-    assert remove_tool_calls(answer) == "Checking."
-    assert parse_tool_calls("no calls here") == []
-    assert parse_tool_calls('<tool_calls>\n{"name": "x"}\n</tool_calls>') == [{"name": "x", "arguments": {}}]

@@ -25,7 +25,8 @@ def reference(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: f
     """The distribution the sampler must follow, written plainly (float64, one token at a time)."""
     p = torch.softmax(logits.double() / temperature, -1)
     order = sorted(range(len(p)), key=lambda i: -p[i].item())
-    keep = order[:top_k] if top_k else order
+    kth = p[order[min(top_k, len(p)) - 1]].item() if top_k else 0.0
+    keep = [i for i in order if p[i].item() >= kth * (1 - 1e-6)]  # ties with the k-th stay (vLLM, HF), fp32-near too
     total = sum(p[i].item() for i in keep)  # top-p applies to the top-k distribution renormalised (vLLM, HF)
     mass, nucleus = 0.0, set()
     for i in keep:  # the smallest top set whose mass reaches top_p
@@ -47,6 +48,7 @@ def empirical(params: SamplingParams, logits=LOGITS, n=N) -> torch.Tensor:
     (1.0, 0, 1.0), (0.5, 0, 1.0), (2.0, 0, 1.0),     # tempered
     (1.0, 3, 1.0), (0.7, 5, 1.0), (1.0, 100, 1.0),   # top-k (100 > vocabulary: no filter)
     (1.0, 0, 0.6), (1.3, 0, 0.9), (1.0, 4, 0.5),     # nucleus, and both
+    (1.0, 3, 0.7),  # the nucleus of the renormalised top 3 is 2 tokens (of the raw top 3 it would be all 3)
 ])
 def test_draws_follow_the_reference_distribution(temperature, top_k, top_p):
     params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=1234)
@@ -90,6 +92,37 @@ def test_out_of_range_params_are_refused(field, value):
         SamplingParams(**{field: value})
 
 
+def test_a_seed_makes_draws_reproducible_and_other_seeds_differ():
+    draws = lambda seed: sample(LOGITS.expand(64, -1), [SamplingParams(seed=seed)] * 64,
+                                [make_generator(SamplingParams(seed=seed), "cpu")] * 64)
+    torch.manual_seed(1)  # the global generator, moved between the runs, must not matter
+    first = draws(7)
+    torch.manual_seed(2)
+    assert draws(7) == first and draws(8) != first  # 64 draws over 8 tokens: equal by chance ~never
+
+
+def test_edges_of_the_valid_ranges_are_accepted():
+    assert not SamplingParams(temperature=GREEDY_BELOW).greedy and SamplingParams(temperature=GREEDY_BELOW).temperature
+    assert SamplingParams(max_tokens=1, top_k=0, top_p=1.0).max_tokens == 1
+    assert SamplingParams(stop_token_ids=(0, 5)).stop_token_ids == (0, 5)
+    for bad in ([3, -1], (-1,), "7", [True]):
+        with pytest.raises(ValueError, match="stop_token_ids"):
+            SamplingParams(stop_token_ids=bad)
+    assert SamplingParams(stop="</s>").stop == ["</s>"] and SamplingParams(stop=["", "a"]).stop == ["a"]
+    assert SamplingParams(stop=None).stop == [] and SamplingParams(stop="").stop == []
+
+
+def test_each_row_is_greedy_over_its_own_logits_below_the_vocab_limit():
+    rows = torch.tensor([[0.0, 1.0, 5.0, 9.0], [3.0, 0.0, 1.0, 0.0], [0.0, 2.0, 1.0, 0.0]])
+    greedy = [SamplingParams(temperature=0)] * 3
+    assert sample(rows, greedy, [None] * 3) == [3, 0, 1]
+    assert sample(rows, greedy, [None] * 3, vocab_limit=3) == [2, 0, 1]  # the padding column never comes out
+    assert sample(rows, greedy, [None] * 3, vocab_limit=4) == [3, 0, 1]
+    hot = SamplingParams(temperature=5.0, seed=0)
+    assert set(sample(rows[:1].expand(200, -1), [hot] * 200, [make_generator(hot, "cpu")] * 200, vocab_limit=2)) \
+        == {0, 1}
+
+
 def test_seeds_over_the_whole_range_work():
     for seed in (0, 2 ** 64 - 1, -(2 ** 63)):
         make_generator(SamplingParams(seed=seed), "cpu")
@@ -117,6 +150,8 @@ valid = st.builds(SamplingParams, temperature=st.one_of(st.just(0.0), st.floats(
 @settings(max_examples=150, deadline=None)
 @given(row=rows, params=valid)
 @example(row=[0.0, -math.inf, 0.0, 0.0, 0.0], params=SamplingParams(temperature=1.0, top_p=0.25, seed=0))  # ties
+@example(row=[0.5, 0.0, 0.0], params=SamplingParams(temperature=1.0, top_p=0.5, top_k=2, seed=0))  # a tie at the
+# k-th: both stay, so token 0 holds 0.45 of the top-k mass (not 0.62) and the nucleus of 0.5 takes a second token
 def test_any_valid_params_on_any_usable_row_give_an_allowed_token(row, params):
     logits = torch.tensor(row, dtype=torch.float32)
     token = sample(logits[None], [params], [make_generator(params, "cpu")])[0]
@@ -150,6 +185,37 @@ def test_params_are_valid_and_finite_or_refused(temperature, top_p, seed):
     assert math.isfinite(p.temperature) and (p.temperature == 0 or p.temperature >= GREEDY_BELOW)
     assert 0 < p.top_p <= 1 and (p.seed is None or -(2 ** 63) <= p.seed < 2 ** 64)
     make_generator(p, "cpu")
+
+
+def weights_drawn_from(monkeypatch, row: list[float], params: SamplingParams) -> torch.Tensor:
+    """The weights the sampler hands to torch.multinomial (the real one still draws), normalised."""
+    seen, draw = [], torch.multinomial
+    monkeypatch.setattr(torch, "multinomial", lambda probs, *a, **kw: seen.append(probs) or draw(probs, *a, **kw))
+    sample(torch.tensor([row]), [params], [make_generator(params, "cpu")])
+    return seen[0].double() / seen[0].double().sum()
+
+
+@pytest.mark.parametrize("row, temperature, top_k, top_p", [
+    (LOGITS.tolist(), 0.7, 5, 0.8), (LOGITS.tolist(), 1.0, 3, 0.7), (LOGITS.tolist(), 1.5, 0, 1.0),
+    ([0.0, -20.0], 1.0, 0, 1.0),  # top_p 1 keeps a token of probability 2e-9 (no nucleus at all)
+    ([0.0, -20.0, -3.0], 1.0, 50, 1.0),  # and so does a top_k above the vocabulary
+    ([0.0, 0.0, 0.0, 0.0], 1.0, 0, 0.5),  # masses 0.25 exactly: 2 tokens reach 0.5, a third is not added
+])
+def test_the_weights_drawn_from_are_the_reference_distribution(monkeypatch, row, temperature, top_k, top_p):
+    """Exact (deterministic) where the draws above are statistical: same support, weights to fp32 rounding."""
+    got = weights_drawn_from(monkeypatch, row, SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p))
+    want = reference(torch.tensor(row), temperature, top_k, top_p)
+    if len(set(row)) < len(row):  # ties: which tokens are kept is free, how many and their weights are not
+        got, want = got.sort().values, want.sort().values
+    assert torch.equal(got > 0, want > 0) and torch.allclose(got, want, atol=1e-6, rtol=1e-5), (got, want)
+
+
+def test_huge_finite_logits_are_usable():
+    """Scaled from the row's maximum, logits near the fp32 limit neither overflow nor give NaN weights."""
+    row = torch.tensor([[3.0e38, 2.0e38, -3.0e38, 3.0e38 - 2.0e31]])
+    for params in (SamplingParams(temperature=1.0, seed=1), SamplingParams(temperature=0.5, top_k=2, seed=1)):
+        draws = {sample(row, [params], [make_generator(params, "cpu")])[0] for _ in range(20)}
+        assert draws == {0}
 
 
 def test_studio_settings_use_the_same_ranges():

@@ -1,7 +1,8 @@
 """Sampling parameters (vLLM-like, validated to finite ranges) and the sampler that turns fp32 logits into token ids.
 
 The slow reference of the sampler is the distribution it must follow (tests/test_sampling.py): softmax(logits / T),
-then the k largest renormalised, then the smallest top set holding top_p of their mass, renormalised.
+then the k largest (and any tied with the k-th, as vLLM and transformers keep them) renormalised, then the
+smallest top set holding top_p of their mass, renormalised.
 """
 import math
 from dataclasses import dataclass, field

@@ -1,17 +1,14 @@
-"""Split M1's generated text into reasoning and answer, while it streams; parse its <tool_calls> blocks.
+"""Split M1's generated text into reasoning and answer, while it streams (tool calls: engine/text/tool_calls.py).
 
 M1 writes `<think>\\n...reasoning...\\n</think>\\n` and then the answer. The splitter removes the tags and the
 single newline on each side of them that belongs to the tag, copes with tags cut across deltas at any character,
 a missing open tag (`starts_in_reasoning=True` when the prompt already opened the block) and a close tag that
 never comes (generation stopped inside the reasoning: `finish()` flushes it and `reasoning_unfinished` is True).
 """
-import json
-import re
 from typing import NamedTuple
 
 OPEN_TAG, CLOSE_TAG = "<think>", "</think>"
 _CLOSE_WITH_NEWLINE = "\n" + CLOSE_TAG
-_TOOL_CALLS = re.compile(r"<tool_calls>(.*?)</tool_calls>", re.DOTALL)
 
 
 class Event(NamedTuple):
@@ -136,41 +133,3 @@ def split(text: str, starts_in_reasoning: bool = False) -> tuple[str, str]:
     splitter.feed(text)
     splitter.finish()
     return splitter.reasoning_text, splitter.answer_text
-
-
-def parse_tool_calls(answer: str) -> list[dict]:
-    """Tool calls in M1's `<tool_calls>\\n{json}\\n...</tool_calls>` blocks, as [{"name", "arguments"}].
-
-    Lines that are not a JSON object with a string "name" are skipped (the model's text is not trusted);
-    "arguments" given as a JSON string is decoded when possible.
-    """
-    calls = []
-    for block in _TOOL_CALLS.findall(answer):
-        for line in block.splitlines():
-            call = _parse_call(line.strip())
-            if call is not None:
-                calls.append(call)
-    return calls
-
-
-def remove_tool_calls(answer: str) -> str:
-    """The answer without its <tool_calls> blocks (surrounding whitespace trimmed)."""
-    return _TOOL_CALLS.sub("", answer).strip()
-
-
-def _parse_call(line: str) -> dict | None:
-    if not line:
-        return None
-    try:
-        data = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
-        return None
-    arguments = data.get("arguments", {})
-    if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments)
-        except json.JSONDecodeError:
-            pass
-    return {"name": data["name"], "arguments": arguments}

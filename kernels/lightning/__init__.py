@@ -2,7 +2,8 @@
 
 Convention: q, k, v [T, H, D] packed over sequences with cu_seqlens [N+1] (int32); states [N, H, D, D] fp32;
 slopes [H] fp32 (see decay.py). `impl="torch"` is the reference path used on CPU; `impl="triton"` runs the
-Triton kernels (on CUDA, or on CPU tensors under TRITON_INTERPRET=1).
+Triton kernels (on CUDA, or on CPU tensors under TRITON_INTERPRET=1), the prefill variant named by TRITON_PREFILL;
+`impl="triton:<spec>"` names another prefill variant (variants.py).
 """
 import torch
 
@@ -10,6 +11,9 @@ from . import naive
 from .decay import base_slopes, layer_slopes
 
 __all__ = ["lightning_prefill", "lightning_decode", "layer_slopes", "base_slopes", "default_impl"]
+
+# The Triton prefill the engine runs (a variants.py spec); bench/lightning_prefill.py prints the line to put here.
+TRITON_PREFILL = "chunk"
 
 
 def default_impl(device: torch.device) -> str:
@@ -29,10 +33,11 @@ def lightning_prefill(q, k, v, slopes, initial_state=None, cu_seqlens=None, impl
     _check(q, k, v, slopes)
     if impl == "torch":
         return naive.prefill(q, k, v, slopes, initial_state, cu_seqlens)
-    if impl == "triton":
-        from .chunk import chunk_prefill
-        return chunk_prefill(q, k, v, slopes, initial_state, cu_seqlens)
-    raise ValueError(f"impl must be 'torch' or 'triton', got {impl!r}")
+    if impl == "triton" or impl.startswith("triton:"):
+        from .variants import run_prefill
+        spec = impl.partition(":")[2] or TRITON_PREFILL
+        return run_prefill(spec, q, k, v, slopes, initial_state, cu_seqlens)
+    raise ValueError(f"impl must be 'torch', 'triton' or 'triton:<variant>', got {impl!r}")
 
 
 def lightning_decode(q, k, v, slopes, state_pool, slot_ids, impl="torch"):
@@ -40,7 +45,7 @@ def lightning_decode(q, k, v, slopes, state_pool, slot_ids, impl="torch"):
     _check(q, k, v, slopes)
     if impl == "torch":
         return naive.decode(q, k, v, slopes, state_pool, slot_ids)
-    if impl == "triton":
+    if impl == "triton" or impl.startswith("triton:"):
         from .recurrent import recurrent_decode
         return recurrent_decode(q, k, v, slopes, state_pool, slot_ids)
-    raise ValueError(f"impl must be 'torch' or 'triton', got {impl!r}")
+    raise ValueError(f"impl must be 'torch', 'triton' or 'triton:<variant>', got {impl!r}")

@@ -9,9 +9,12 @@ from .chunk_kernels import _delta_kernel, _output_kernel, _scan_kernel
 from .launch import as_kernel, num_sms
 
 HEAD_DIMS = (16, 32, 64, 128)
-# (Q S, K^T V, P V) operand modes: 0 one bf16 product, 1 bf16 hi + lo (~fp32), 2 one fp16 product (range-scaled)
+# (Q S, K^T V, P V) operand modes: 0 one bf16 product, 1 bf16 hi + lo (~fp32), 2 one fp16 product (range-scaled),
+# 3 one tf32 product. The "-s" sets keep only the state's product precise (bf16 q, k, v need no conversion); "-sp"
+# and "-skv" also P V, resp. K^T V; "fp16s-splitp" splits P (A operand from registers: no shared-memory copy).
 OPERANDS = {"split": (1, 1, 1), "split-fp16": (1, 2, 2), "fp16": (2, 2, 2), "split-state": (1, 1, 0),
-            "bf16": (0, 0, 0)}
+            "bf16": (0, 0, 0), "split-s": (1, 0, 0), "fp16-s": (2, 0, 0), "tf32-s": (3, 0, 0),
+            "split-sp": (1, 0, 1), "fp16-sp": (2, 0, 2), "fp16s-splitp": (2, 0, 1), "fp16-skv": (2, 2, 0)}
 
 
 def _plan(T, H, cu_seqlens, chunk, device):

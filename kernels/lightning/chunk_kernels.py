@@ -45,9 +45,12 @@ def _bf16(x, INTERP: tl.constexpr):
 @triton.jit
 def _dot_a32(a, b, acc, MODE: tl.constexpr, IEEE: tl.constexpr, INTERP: tl.constexpr, F32P: tl.constexpr):
     """acc + a @ b with a fp32, b bf16 (fp32 inputs take the IEEE path). MODE 0: one bf16 product; 1: bf16 hi + lo of a
-    (~16 mantissa bits); 2: one fp16 product (11 bits; the caller keeps a within fp16 range)."""
+    (~16 mantissa bits); 2: one fp16 product (11 bits; the caller keeps a within fp16 range); 3: one tf32 product
+    (11 bits, fp32 range)."""
     if IEEE:
         acc = _mm(a, b, acc, IEEE, INTERP, F32P)
+    elif MODE == 3:
+        acc = _mm(a, b.to(tl.float32), acc, True, INTERP, "tf32")
     elif MODE == 2:
         acc = _mm(a.to(tl.float16), b.to(tl.float16), acc, IEEE, INTERP, F32P)
     else:
@@ -63,6 +66,8 @@ def _dot_b32(a, b, acc, MODE: tl.constexpr, IEEE: tl.constexpr, INTERP: tl.const
     """acc + a @ b with b fp32, a in the input dtype; MODE as in _dot_a32."""
     if IEEE:
         acc = _mm(a, b, acc, IEEE, INTERP, F32P)
+    elif MODE == 3:
+        acc = _mm(a.to(tl.float32), b, acc, True, INTERP, "tf32")
     elif MODE == 2:
         acc = _mm(a.to(tl.float16), b.to(tl.float16), acc, IEEE, INTERP, F32P)
     else:

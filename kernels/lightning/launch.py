@@ -2,7 +2,8 @@
 
 `triton.jit` builds an interpreted kernel only if `TRITON_INTERPRET=1` was set when the kernel's module was
 imported. When it was not, `as_kernel` loads a second copy of that module with the variable set (nested jit
-helpers must be interpreted too), so the CPU path never depends on import order.
+helpers must be interpreted too, including those it imports from other kernel modules: they are swapped for the
+interpreted copies of theirs), so the CPU path never depends on import order.
 """
 import functools
 import importlib.util
@@ -29,6 +30,9 @@ def _interpreted_module(name: str):
             del os.environ["TRITON_INTERPRET"]
         else:
             os.environ["TRITON_INTERPRET"] = saved
+    for attr, value in vars(copy).items():  # jit helpers imported from another module: use its interpreted copy
+        if isinstance(value, JITFunction) and value.fn.__module__ != name:
+            setattr(copy, attr, getattr(_interpreted_module(value.fn.__module__), value.fn.__name__))
     return copy
 
 
