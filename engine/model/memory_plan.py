@@ -150,7 +150,8 @@ def activation_bytes_per_token(cfg: ModelConfig, tp: int, dtype=torch.bfloat16) 
     - MoE (kernels/moe/fused.py, prefill): 3 residual-stream rows [H], then per routed slot (top_k per token) gate/up
       [2I/tp] and SiLU(gate)*up [I/tp] in the dtype and the down projection [H] in fp32, and the fp32 sum over slots
       plus its cast [H]: 3*H*b + top_k*(3*I/tp*b + 4*H) + H*(4 + b). On the H200 (TP1, 16k chunk) this predicts
-      3.83 GB; the 1M run's peak (60.65 GB) minus its weights, cache and graph pool leaves 3.8-4.1 GB.
+      3.83 GB; the 1M run's peak (60.65 GB) minus its weights, cache and graph pool leaves 3.8-4.1 GB. (With
+      kernels/moe SILU_UP on, gate/up is never materialised: 2*I/tp*b less per slot; off by default.)
     - lightning: x and h [H], SiLU'd qkv [3*inner/tp], o, gate [inner/tp] and the output norm's fp32 pair
       [2*inner/tp*4]: 2*H*b + inner/tp*(5*b + 8).
     Softmax layers hold less (q, k, v, rotary copies, out). Router probabilities [E] fp32 are included."""
