@@ -9,9 +9,11 @@ One model of max(--layers) layers (a layer every 8th softmax, the rest lightning
 ModelRunner with fewer layers by cutting its layer list. Measures, warm: decode ms/step at each batch with the decode
 CUDA graphs and eagerly, side by side, against the weight-bandwidth floor (bytes a step must read / the measured copy
 ceiling); prefill seconds of each prompt on --prefill-layers layers with the fastest chunk size of a sweep, and the
-peak memory; a batch-1 decode step at 128k of context vs 256; the softmax attention kernel's and the int8 MoE's
-TFLOP/s as shares of the bf16 peak measured in the same run; the projected full-M1 TTFT on 8 GPUs for the longest
-prompt (formula in the JSON). Prints a table last and writes JSON to $OUT (or bench/results).
+peak memory of every GPU next to the memory plan's prediction (bench/prefill_overlap.py); the shortest prompt once
+more with the runner's overlap off and on (GPU idle between chunks, bit-equal last logits); a batch-1 decode step at
+128k of context vs 256; the softmax attention kernel's and the int8 MoE's TFLOP/s as shares of the bf16 peak
+measured in the same run; the projected full-M1 TTFT on 8 GPUs for the longest prompt (formula in the JSON).
+Prints a table last and writes JSON to $OUT (or bench/results).
 """
 import argparse
 import json
@@ -27,12 +29,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from engine.runtime.cache import ModelCache  # noqa: E402
 from engine.model.config import ModelConfig  # noqa: E402
 from engine.model.memory_plan import weights_per_gpu  # noqa: E402
+from engine.model.prefill_chunk import PREFILL_CHUNK_TOKENS  # noqa: E402
 from engine.model.model import MiniMaxM1  # noqa: E402
 from engine.model.tp_group import TPGroup, init_group  # noqa: E402
 from engine.runtime.parallel import free_port  # noqa: E402
 from engine.runtime.runner import ModelRunner, StepItem  # noqa: E402
 from engine.runtime.worker import local_config  # noqa: E402
 from kernels.moe import fused_moe  # noqa: E402
+from bench.prefill_overlap import memory_row, overlap_rows  # noqa: E402
 
 M1 = dict(architectures=["MiniMaxM1ForCausalLM"], hidden_size=6144, intermediate_size=9216, num_attention_heads=64,
           num_key_value_heads=8, head_dim=128, vocab_size=200064, num_local_experts=32, num_experts_per_tok=2,
@@ -140,21 +144,23 @@ def bench_allreduce(tp: int) -> float | None:
     return timed(lambda: [dist.all_reduce(x) for _ in range(100)], 5) / 100 * 1e6
 
 
-def run_prefill(runner, length: int, chunk: int, verbose: bool) -> tuple[float, list[int]]:
-    """(seconds, block table) of a `length`-token prompt in slot 0, `chunk` tokens per step (one timed run; a short
-    warm-up chunk first compiles the kernels at this size)."""
+def run_prefill(runner, length: int, chunk: int, verbose: bool, lm_head_every_chunk: bool = False):
+    """(seconds, block table, last chunk's logits) of a `length`-token prompt in slot 0, `chunk` tokens per step (one
+    timed run; a short warm-up chunk first compiles the kernels at this size). As the engine does, only the last
+    chunk runs the LM head (`lm_head_every_chunk`: every chunk, as the engine did before)."""
     blocks = list(range(-(-(length + 64) // BLOCK)))
     runner.run([StepItem([7] * min(chunk, length), 0, 0, blocks)])
     sync()
     t0 = time.perf_counter()
     for start in range(0, length, chunk):
         n = min(chunk, length - start)
-        runner.run([StepItem([7] * n, start, 0, blocks)])
+        logits = runner.run([StepItem([7] * n, start, 0, blocks)],
+                            need_logits=lm_head_every_chunk or start + n == length)
         if verbose and length > 200_000 and (start // chunk) % 16 == 15:
             sync()
             print(f"  prefill {start + n}/{length} tokens, {time.perf_counter() - t0:.1f} s", flush=True)
     sync()
-    return time.perf_counter() - t0, blocks
+    return time.perf_counter() - t0, blocks, logits
 
 
 def decode_from(runner, items_at, steps: int) -> float:
@@ -172,7 +178,9 @@ def run_decode(runner, batch: int, context: int, steps: int) -> float:
     per = -(-(context + 2 * steps + 4) // BLOCK)
     tables = [list(range(b * per, (b + 1) * per)) for b in range(batch)]
     g = torch.Generator().manual_seed(batch)  # distinct tokens per sequence: the batch routes to many experts
-    prompts = torch.randint(1000, 190000, (batch, context + steps + 2), generator=g).tolist()
+    vocab = runner.model.cfg.vocab_size  # --smoke: a toy vocabulary
+    prompts = torch.randint(min(1000, vocab // 2), min(190000, vocab), (batch, context + steps + 2),
+                            generator=g).tolist()
     runner.run([StepItem(prompts[b][:context], 0, b, tables[b]) for b in range(batch)])
     return decode_from(runner, lambda i: [StepItem([prompts[b][context + i % (steps + 2)]], context + i, b, tables[b])
                                           for b in range(batch)], steps)
@@ -244,6 +252,11 @@ def prefill_rows(runner, model, all_layers, a, rank, checkpoint=None) -> tuple[l
             best = (t, chunk)
     chunk = best[1] if best else a.chunk
     extra["best_chunk"] = chunk
+    if a.overlap_check:  # the host between chunks: overlap off vs on, GPU idle gaps, bit-equal last logits
+        more = timed_safe(lambda: overlap_rows(runner, run_prefill, sweep_len, chunk, f"L{L}")) or []
+        for r in more:
+            print(r, flush=True)
+        rows += more
     soft = next(l.self_attn for l in model.model.layers if not l.is_lightning)
     for length in a.prompts:
         if length == max(a.prompts) and a.deadline and time.perf_counter() - START > a.deadline:
@@ -252,10 +265,13 @@ def prefill_rows(runner, model, all_layers, a, rank, checkpoint=None) -> tuple[l
         if DEV == "cuda":
             torch.cuda.reset_peak_memory_stats()
         res = timed_safe(lambda: run_prefill(runner, length, chunk, rank == 0))
-        t, blocks = res if res else (None, None)
+        t, blocks, _ = res if res else (None, None, None)
         peak = torch.cuda.max_memory_allocated() / 1e9 if DEV == "cuda" else None
         rows.append({"test": f"L{L} prefill {length}", "seconds": t, "tok_s": t and length / t, "peak_GB": peak,
                      "chunk": chunk})
+        print(rows[-1], flush=True)
+        rows.append(timed_safe(lambda: memory_row(model, model.cfg, runner.cache, runner, a.tp, length, chunk, peak))
+                    or {"test": f"memory prefill {length}", "failed": True})
         print(rows[-1], flush=True)
         if t and length == sweep_len:  # batch-1 decode on top of this context, graphs on
             far = [len(blocks) + 1, len(blocks) + 2]  # a 256-token context in two blocks past the prompt's
@@ -363,9 +379,14 @@ def report(result: dict, out_dir: str) -> None:
     fmt = lambda v, f: "-" if v is None else format(v, f)
     print(f"{'test':<34}{'ms/step|s':>11}{'tok/s':>11}{'floor ms':>10}{'of floor':>10}{'peak GB':>9}")
     for r in result["rows"]:
+        if "measured_peak_GB_per_gpu" in r:  # memory: every GPU's peak vs the plan
+            print(f"{r['test']:<34} peak GB per GPU {[fmt(p, '.1f') for p in r['measured_peak_GB_per_gpu']]}; plan "
+                  f"{r['plan_peak_GB']:.1f} (engine: this prompt's KV), {r['plan_as_allocated_GB']:.1f} as allocated")
+            continue
         first = r.get("ms_per_step", r.get("seconds"))
-        print(f"{r['test']:<34}{fmt(first, '.3f'):>11}{fmt(r['tok_s'], '.1f'):>11}{fmt(r.get('floor_ms'), '.3f'):>10}"
-              f"{fmt(r.get('floor_fraction'), '.0%'):>10}{fmt(r.get('peak_GB'), '.1f'):>9}")
+        print(f"{r['test']:<34}{fmt(first, '.3f'):>11}{fmt(r.get('tok_s'), '.1f'):>11}"
+              f"{fmt(r.get('floor_ms'), '.3f'):>10}{fmt(r.get('floor_fraction'), '.0%'):>10}"
+              f"{fmt(r.get('peak_GB'), '.1f'):>9}" + idle_text(r))
     peak = result["bf16_TFLOPs"]
     for k, v in result["extra"].items():
         if k == "moe":
@@ -386,18 +407,34 @@ def parse_args(argv=None):
     ap.add_argument("--tp", type=int, default=int(os.environ.get("WORLD_SIZE", 1)))
     ap.add_argument("--layers", nargs="+", default=["8", "16"], help="full-width layer counts for decode")
     ap.add_argument("--prefill-layers", type=int, default=8, help="layers for the prefill measurements")
-    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64])
-    ap.add_argument("--prompts", type=int, nargs="*", default=[131072, 1048576])
-    ap.add_argument("--chunk", type=int, default=8192, help="prefill chunk when the sweep measures nothing")
-    ap.add_argument("--chunk-sweep", type=int, nargs="*", default=[8192, 16384, 32768],
+    ap.add_argument("--batches", type=ints, nargs="+", default=[1, 8, 64])
+    ap.add_argument("--prompts", type=ints, nargs="*", default=[131072, 1048576])
+    ap.add_argument("--chunk", type=int, default=PREFILL_CHUNK_TOKENS, help="prefill chunk when the sweep measures "
+                    "nothing (default: the engine's, engine/model/prefill_chunk.py)")
+    ap.add_argument("--chunk-sweep", type=ints, nargs="*", default=[8192, 16384, 32768],
                     help="chunk sizes tried on the shortest prompt; the fastest runs the others")
+    ap.add_argument("--overlap-check", action=argparse.BooleanOptionalAction, default=True,
+                    help="prefill the shortest prompt with the runner's overlap off and on (bench/prefill_overlap.py)")
     ap.add_argument("--busbw", type=float, default=350.0, help="assumed all-reduce bus bandwidth (GB/s), projection")
     ap.add_argument("--deadline", type=float, default=0, help="seconds after which the longest prompt is skipped")
     ap.add_argument("--context", type=int, default=256, help="tokens of context before the decode steps")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--smoke", action="store_true", help="toy width on CPU (gloo), to check the script itself")
     ap.add_argument("--out", default=os.environ.get("OUT") or os.path.join(os.path.dirname(__file__), "results"))
-    return ap.parse_args(argv)
+    a = ap.parse_args(argv)
+    for name in ("batches", "prompts", "chunk_sweep"):  # "--prompts 131072,1048576" == "--prompts 131072 1048576"
+        setattr(a, name, [n for part in getattr(a, name) for n in (part if isinstance(part, list) else [part])])
+    return a
+
+
+def idle_text(r: dict) -> str:
+    if r.get("gpu_gap_ms_median") is None:
+        return ""
+    return f"  GPU idle between chunks {r['gpu_gap_ms_median']:.3f} ms median, {r['gpu_gap_ms_total']:.1f} ms in all"
+
+
+def ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
 
 
 if __name__ == "__main__":

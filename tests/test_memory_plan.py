@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from engine.model.config import ModelConfig
-from engine.model.memory_plan import GB, MemoryPlanError, plan_memory
+from engine.model.memory_plan import ACTIVATION_RESERVE, GB, MemoryPlanError, plan_memory
+from engine.model.prefill_chunk import PREFILL_CHUNK_TOKENS
 from engine.model.model import MiniMaxM1
 from engine.model.tp_group import TPGroup
 from tests.test_loading import REAL_M1
@@ -35,12 +36,36 @@ def test_int8_weights_per_gpu_match_perf_notes(m1):
 def test_graphs_and_long_prefill_are_in_the_plan(m1):
     eager = plan_memory(m1, 8, "experts_int8", gpu_bytes=H200)
     graphs = plan_memory(m1, 8, "experts_int8", gpu_bytes=H200, cuda_graphs=True, prefill_chunk=16384)
-    assert graphs.cache_budget == eager.cache_budget - graphs.graph_bytes and graphs.graph_bytes > 0
-    # 1M tokens: weights + 1M x KV + one state + one chunk's activations, more with a larger chunk
-    assert eager.prefill_peak() == pytest.approx(eager.weight_bytes + (1 << 20) * eager.kv_bytes_per_token
-                                                 + eager.state_bytes_per_seq + 8192 * eager.activation_bytes_per_token)
+    same_chunk = plan_memory(m1, 8, "experts_int8", gpu_bytes=H200, prefill_chunk=16384)
+    assert graphs.cache_budget == same_chunk.cache_budget - graphs.graph_bytes and graphs.graph_bytes > 0
+    # the window (1M tokens): weights + 1M x KV + one state + one chunk's activations, more with a larger chunk
+    assert eager.prefill_peak() == eager.weight_bytes + (1 << 20) * eager.kv_bytes_per_token \
+        + eager.state_bytes_per_seq + PREFILL_CHUNK_TOKENS * eager.activation_bytes_per_token
     assert graphs.prefill_peak() > eager.prefill_peak() + graphs.graph_bytes
-    assert "1M-token prefill peak 67.5 GB/GPU (16384-token chunks)" in graphs.describe()
+    assert "prefill of the window (1,048,576 tokens): peak 68.5 GB/GPU (weights 59.81, kv 5.37, states 0.04, " \
+           "graphs 1.07, activations 2.24; 16384-token chunks)" in graphs.describe()
+    short = plan_memory(m1, 8, "experts_int8", gpu_bytes=H200, max_model_len=131072)
+    assert short.prefill_peak() == short.prefill_peak(131072) < eager.prefill_peak() == short.prefill_peak(1 << 20)
+
+
+def test_activations_per_token_by_hand(m1):
+    # MoE peak, TP1: x, residual, h [6144] bf16 + 2 slots x (gate/up 18432 + SiLU*up 9216 bf16 + down 6144 fp32)
+    # + the fp32 sum and its bf16 cast [6144] + 32 fp32 router probabilities
+    tp1 = 3 * 6144 * 2 + 2 * (3 * 9216 * 2 + 4 * 6144) + 6144 * 6 + 32 * 4
+    assert plan_memory(m1, 1, "experts_int8").activation_bytes_per_token == tp1 == 233_600
+    tp8 = 3 * 6144 * 2 + 2 * (3 * 1152 * 2 + 4 * 6144) + 6144 * 6 + 32 * 4
+    assert plan_memory(m1, 8, "experts_int8").activation_bytes_per_token == tp8
+    # the lightning layer's (2*6144*2 + 8192*18 = 172,032 at TP1) is smaller than the MoE's at every TP
+    one_chunk = plan_memory(m1, 1, "experts_int8", prefill_chunk=16384)
+    assert one_chunk.prefill_parts(1 << 20)["activations"] == 16384 * 233_600  # 3.83 GB: the H200 run left 3.8-4.1
+
+
+def test_a_large_chunk_reserves_its_activations_before_the_kv_cache(m1):
+    small = plan_memory(m1, 8, "experts_int8", gpu_bytes=H200, prefill_chunk=4096)
+    large = plan_memory(m1, 8, "experts_int8", gpu_bytes=H200, prefill_chunk=65536)
+    assert small.activation_reserve == ACTIVATION_RESERVE  # 4096 x 137 KB < 2 GiB: the floor
+    assert large.activation_reserve == 65536 * large.activation_bytes_per_token > ACTIVATION_RESERVE
+    assert small.cache_budget - large.cache_budget == large.activation_reserve - ACTIVATION_RESERVE
 
 
 def test_plan_matches_the_parameters_the_engine_builds(m1):

@@ -171,5 +171,5 @@ class ParallelRunner:
     def __init__(self, pool: WorkerPool):
         self.pool = pool
 
-    def run(self, items, all_logits: bool = False):
-        return self.pool.call("run", items, all_logits)
+    def run(self, items, all_logits: bool = False, need_logits: bool = True):
+        return self.pool.call("run", items, all_logits, need_logits)

@@ -2,8 +2,10 @@
 lengths, cu_seqlens and block tables.
 
 `fill(items)` packs the step on the host (numpy, no torch op per sequence), sends it to the device in ONE
-host-to-device copy, and spreads it into the buffers with a fixed number of device copies whatever the batch size or
-layer count. With `pad_to=B` the batch is padded to B rows that read nothing and write nowhere (seq_len 0, state
+host-to-device copy (`non_blocking=True`: from pinned memory on CUDA, without waiting for the steps already queued,
+so the host packs step i+1 while the GPU runs step i; False: from pageable memory, which makes torch wait for the
+stream first: the reference), and spreads it into the buffers with a fixed number of device copies whatever the
+batch size or layer count. With `pad_to=B` the batch is padded to B rows that read nothing and write nowhere (seq_len 0, state
 slot -1, KV row = the cache's scratch row) and the context views the buffers' first B rows at full block-table
 width: the same tensors every time, which is what a captured CUDA graph replays. Only the block-table columns the
 step's sequences use are copied; entries past a sequence's length are never read.
@@ -60,11 +62,17 @@ class StepBuffers:
                 "cu_seqlens": np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
                 "block_tables": table}
 
-    def fill(self, items, pad_to: int | None = None) -> tuple[torch.Tensor, ForwardContext]:
-        """Copy the step into the buffers; (token ids [T], context), both views of the buffers."""
+    def fill(self, items, pad_to: int | None = None, non_blocking: bool = False) -> tuple[torch.Tensor, ForwardContext]:
+        """Copy the step into the buffers; (token ids [T], context), both views of the buffers. The buffers are
+        written in stream order: a step still running on the device reads its own inputs, not these."""
         host = self.pack(items, pad_to)
-        flat = torch.from_numpy(np.concatenate([a.ravel() for a in host.values()]))
-        dev = flat.to(self.device)  # the step's one host-to-device copy
+        parts = [a.ravel() for a in host.values()]
+        if non_blocking:  # torch's pinned-memory cache reuses this block only after the copy that reads it has run
+            flat = torch.empty(sum(a.size for a in parts), dtype=torch.long, pin_memory=self.device.type == "cuda")
+            np.concatenate(parts, out=flat.numpy())
+        else:
+            flat = torch.from_numpy(np.concatenate(parts))
+        dev = flat.to(self.device, non_blocking=non_blocking)  # the step's one host-to-device copy
         T, N = host["ids"].size, host["state_slots"].size
         W = host["block_tables"].shape[1]
         offset = 0

@@ -86,8 +86,8 @@ class RankWorker:
     def drop_graphs(self) -> None:
         self.runner.drop_graphs()
 
-    def run(self, items, all_logits: bool = False):
-        logits = self.runner.run(items, all_logits)
+    def run(self, items, all_logits: bool = False, need_logits: bool = True):
+        logits = self.runner.run(items, all_logits, need_logits)
         return logits if self.tp.rank == 0 else None
 
     def num_all_reduces(self) -> int:

@@ -14,6 +14,7 @@ from .block_manager import CacheManager
 from ..runtime.cache import ModelCache
 from ..model.config import ModelConfig
 from ..model.memory_plan import GRAPH_RESERVE, plan_memory
+from ..model.prefill_chunk import PREFILL_CHUNK_TOKENS
 from kernels.moe.gemv import MAX_TOKENS as GRAPH_MAX_BATCH
 from .outputs import RequestUpdate
 from ..runtime.parallel import ParallelRunner, WorkerPool
@@ -45,8 +46,8 @@ class EngineArgs:
     """Serving limits; None means "derive from the device" (CPU: modest fixed sizes; CUDA: from free memory)."""
     max_model_len: int | None = None
     max_num_seqs: int = 32
-    max_num_batched_tokens: int = 8192
-    prefill_chunk_size: int = 8192    # tokens of one prompt per step (bench/scale.py measures 8k/16k/32k)
+    max_num_batched_tokens: int = PREFILL_CHUNK_TOKENS
+    prefill_chunk_size: int = PREFILL_CHUNK_TOKENS  # tokens of one prompt per step: why, in model/prefill_chunk.py
     kv_cache_tokens: int | None = None
     gpu_memory_utilization: float = 0.9
     enable_state_reuse: bool = True
@@ -213,7 +214,8 @@ class LLMEngine:
             cfg = local_config(self.config, self.workers.tp)
             states = self.args.max_num_seqs * ModelCache.bytes_per_slot(cfg)
             graphs = GRAPH_RESERVE if self._graphs_wanted() else 0
-            budget = free * self.args.gpu_memory_utilization - states - (2 << 30) - graphs
+            activations = self.memory_plan.activation_reserve  # one prefill chunk's working set (>= 2 GiB)
+            budget = free * self.args.gpu_memory_utilization - states - activations - graphs
             tokens = int(budget // max(ModelCache.bytes_per_token(cfg, self.dtype), 1))
             if tokens < BLOCK_SIZE:
                 raise MemoryError(f"no room for a KV cache on {self.device}: {free / 2**30:.1f} GiB free after weights")
@@ -291,7 +293,7 @@ class LLMEngine:
             self.keeper.restore_into(seq)
         sample_ids = {s.request_id for s in out.sample_seqs}
         scheduled = out.scheduled
-        logits = self._forward(scheduled)
+        logits = self._forward(scheduled, sample_ids)
         rows = [i for i, (seq, _) in enumerate(scheduled) if seq.request_id in sample_ids]
         sampled_seqs = [scheduled[i][0] for i in rows]
         reqs = [self.requests[s.request_id] for s in sampled_seqs]
@@ -315,12 +317,14 @@ class LLMEngine:
             self.keeper.flush()
         return updates
 
-    def _forward(self, scheduled: list[tuple[Sequence, int]]) -> torch.Tensor:
+    def _forward(self, scheduled: list[tuple[Sequence, int]], sample_ids: set[str]) -> torch.Tensor | None:
         """Run the step; where a chunk crosses keep points, run it in parts and keep the state at each point.
 
         Keep points are prompt positions whose state follow-up turns will restore: by default the prompt minus its
         last token (regenerate; a restore must leave one token to run), plus any the caller named (e.g. the end of
-        the chat template's generation prompt, before a forced `<think>`). Returns each item's last-token logits."""
+        the chat template's generation prompt, before a forced `<think>`). Returns each item's last-token logits
+        (rows of sequences not in `sample_ids` may hold anything); None when no sequence samples this step (a
+        middle chunk of a long prompt: no LM head runs and nothing waits for the device)."""
         parts = []
         for seq, n in scheduled:
             start = seq.num_computed_tokens
@@ -337,10 +341,13 @@ class LLMEngine:
                 self.keeper.keep(scheduled[i][0], parts[i][r][0])
             items = [StepItem(s.token_ids[a:b], a, s.state_slot, s.block_table)
                      for s, (a, b) in ((scheduled[i][0], parts[i][r]) for i in idx)]
-            out = self.runner.run(items)
+            need = any(len(parts[i]) == r + 1 and scheduled[i][0].request_id in sample_ids for i in idx)
+            out = self.runner.run(items, False, need)  # positional: wrappers of run pass *args on
+            if out is None:
+                continue
             if logits is None:
-                logits = out
-            else:
+                logits = out if len(idx) == len(scheduled) else out.new_zeros(len(scheduled), out.shape[1])
+            if logits is not out:
                 logits[idx] = out
         return logits
 
