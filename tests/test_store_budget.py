@@ -1,0 +1,54 @@
+"""The token budget's parts (store.budget's CountCache and summarize), pinned down where mutation testing found them
+loose: LRU memoising per counter, and summarize's limits (an exact fit fits, a zero window is refused)."""
+import pytest
+
+from studio.store.budget import DEFAULT_WINDOW, CountCache, summarize
+
+
+class Counter:
+    """A real counter (characters) that records which texts it was asked to count."""
+
+    def __init__(self):
+        self.asked = []
+
+    def __call__(self, text: str) -> int:
+        self.asked.append(text)
+        return len(text)
+
+
+def test_each_text_is_counted_once_and_the_least_recently_used_goes_first():
+    cache, counter = CountCache(max_entries=2), Counter()
+    assert [cache.count(counter, t) for t in ("aa", "bbb", "aa")] == [2, 3, 2]
+    assert counter.asked == ["aa", "bbb"]  # two entries fit: "aa" came from the cache
+    cache.count(counter, "c")  # over the limit: "bbb" is the least recently used ("aa" was just read)
+    assert counter.asked == ["aa", "bbb", "c"]
+    assert cache.count(counter, "aa") == 2 and counter.asked == ["aa", "bbb", "c"]
+    assert cache.count(counter, "bbb") == 3 and counter.asked == ["aa", "bbb", "c", "bbb"]
+
+
+def test_the_empty_text_is_zero_tokens_without_asking_the_counter():
+    cache, counter = CountCache(), Counter()
+    assert cache.count(counter, "") == 0 and counter.asked == []
+
+
+def test_two_counters_do_not_share_counts():
+    cache = CountCache()
+    assert cache.count(len, "four") == 4
+    assert cache.count(lambda text: 1, "four") == 1
+
+
+def test_summarize_adds_the_parts_and_an_exact_fit_fits():
+    docs = [{"name": "a", "tokens": 5, "pending": False}, {"name": "b", "tokens": 7, "pending": True}]
+    budget = summarize(system=1, documents=docs, history=10, template=3, reserved_output=4, window=30)
+    assert budget == {"window": 30, "system": 1, "documents": docs, "documents_total": 12, "history": 10,
+                      "template": 3, "reserved_output": 4, "total": 30, "remaining": 0, "fits": True, "overflow": 0}
+    over = summarize(system=1, documents=docs, history=10, template=3, reserved_output=5, window=30)
+    assert (over["remaining"], over["fits"], over["overflow"]) == (-1, False, 1)
+    assert summarize(system=0, documents=[], history=0, template=0, reserved_output=0)["window"] == DEFAULT_WINDOW
+
+
+@pytest.mark.parametrize("reserved,window", [(-1, 10), (0, 0), (0, -5)])
+def test_summarize_refuses_a_negative_reserve_or_an_empty_window(reserved, window):
+    with pytest.raises(ValueError, match=rf"^reserved_output must be >= 0 and window > 0, got {reserved} and "
+                                         rf"{window}$"):
+        summarize(system=0, documents=[], history=0, template=0, reserved_output=reserved, window=window)
