@@ -1,5 +1,7 @@
 """The message tree of the real SQLite store (studio/store/messages.py), pinned down where mutation testing found it
 loose: titles from the first message, statuses and their errors, interrupted replies, tool children, selection."""
+from types import SimpleNamespace
+
 import pytest
 
 from studio.store.messages import INTERRUPTED, TITLE_CHARS
@@ -29,6 +31,9 @@ def test_the_first_message_names_the_session_by_its_first_line_cut_to_sixty_char
     store.add_turn(alice, long, "word " * 30)
     assert store.get_session(alice, exact)["title"] == "x" * 60
     assert store.get_session(alice, long)["title"] == ("word " * 12).rstrip() + "…"
+    spaced = store.create_session(alice)["id"]
+    store.add_turn(alice, spaced, "a" * 58 + " and more words after the cut")
+    assert store.get_session(alice, spaced)["title"] == "a" * 58 + "…"  # no space before the ellipsis
     blank, named = store.create_session(alice)["id"], store.create_session(alice, "Mine")["id"]
     store.add_turn(alice, blank, "   ")
     store.add_turn(alice, named, "Something else")
@@ -98,3 +103,34 @@ def test_siblings_and_selection_of_the_first_message(store, alice):
     assert [m["content"] for m in store.select_message(alice, first)] == ["v1", ""]
     assert [(m["content"], m["selected"]) for m in store.all_messages(alice, sid)] == \
         [("v1", True), ("", True), ("v2", False), ("", True)]  # each parent keeps one selected child
+
+
+def doc(name):
+    return SimpleNamespace(name=name, kind="text", text=f"text of {name}", num_tokens=4, num_bytes=12,
+                           tokens_estimated=False)
+
+
+def test_an_edit_keeps_the_documents_of_the_version_it_replaces_and_adds_new_ones(store, alice):
+    sid = store.create_session(alice)["id"]
+    a, b = store.add_attachment(alice, sid, doc("a.txt")), store.add_attachment(alice, sid, doc("b.txt"))
+    first, _ = store.add_turn(alice, sid, "compare", attachment_ids=[a, b])
+    c = store.add_attachment(alice, sid, doc("c.txt"))
+    edited, reply = store.edit_turn(alice, first, "compare all three", attachment_ids=[c])
+    assert [(x["name"], x["message_id"]) for x in store.attachments(alice, sid)] == [
+        ("a.txt", first), ("b.txt", first), ("c.txt", edited), ("a.txt", edited), ("b.txt", edited)]
+    assert store.prompt_messages(alice, sid, before=reply)[0]["content"] == "\n".join(
+        [f'<document name="{n}">\ntext of {n}\n</document>' for n in ("c.txt", "a.txt", "b.txt")] +
+        ["compare all three"])
+
+
+def test_regenerate_adds_a_selected_sibling_under_the_same_parent(store, alice):
+    sid = store.create_session(alice)["id"]
+    user_msg, old = store.add_turn(alice, sid, "q", status="done")
+    new = store.regenerate(alice, old, status="done")
+    fresh = store.get_message(alice, new)
+    assert (fresh["parent_id"], fresh["role"], fresh["content"], fresh["selected"]) == (user_msg, "assistant", "",
+                                                                                      True)
+    assert store.get_message(alice, old)["selected"] is False
+    assert [m["id"] for m in store.active_path(alice, sid)] == [user_msg, new]
+    with pytest.raises(NotFound, match=r"^message 4242 not found$"):
+        store.regenerate(alice, 4242)
