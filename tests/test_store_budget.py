@@ -31,6 +31,11 @@ def test_the_empty_text_is_zero_tokens_without_asking_the_counter():
     assert cache.count(counter, "") == 0 and counter.asked == []
 
 
+def test_texts_of_one_length_are_counted_apart():
+    cache, words = CountCache(), lambda text: len(text.split())
+    assert [cache.count(words, t) for t in ("a b c", "abcde")] == [3, 1]
+
+
 def test_two_counters_do_not_share_counts():
     cache = CountCache()
     assert cache.count(len, "four") == 4
@@ -45,6 +50,7 @@ def test_summarize_adds_the_parts_and_an_exact_fit_fits():
     over = summarize(system=1, documents=docs, history=10, template=3, reserved_output=5, window=30)
     assert (over["remaining"], over["fits"], over["overflow"]) == (-1, False, 1)
     assert summarize(system=0, documents=[], history=0, template=0, reserved_output=0)["window"] == DEFAULT_WINDOW
+    assert summarize(system=0, documents=[], history=0, template=0, reserved_output=1, window=1)["fits"]
 
 
 @pytest.mark.parametrize("reserved,window", [(-1, 10), (0, 0), (0, -5)])
