@@ -126,3 +126,25 @@ def test_a_database_built_without_the_search_index_is_searched_with_like(tmp_pat
     assert not store.has_fts
     assert [(h["session_id"], h["matched"]) for h in store.search(alice, "MAPLE")] == [(sid, "content")]
     store.close()
+
+
+def test_a_session_reports_its_owner_and_its_share_only_while_shared(store):
+    alice = store.ensure_user("alice")
+    sid = store.create_session(alice)["id"]
+    fresh = store.get_session(alice, sid)
+    assert (fresh["user_id"], fresh["share"]) == (alice, None)
+    token = store.create_share(alice, sid, include_reasoning=False, include_documents=True, expires_at=4102444800.0)
+    assert store.get_session(alice, sid)["share"] == {"token": token, "reasoning": False, "documents": True,
+                                                      "expires_at": 4102444800.0}
+    store.create_share(alice, sid)
+    assert store.get_session(alice, sid)["share"]["reasoning"] is True
+    assert store.get_session(alice, sid)["share"]["documents"] is False
+    store.revoke_share(alice, sid)
+    assert store.get_session(alice, sid)["share"] is None
+
+
+def test_the_connection_is_configured_for_concurrent_use(store):
+    """WAL with synchronous NORMAL (durable at checkpoints, fast commits) and a 10 s wait for another writer."""
+    pragma = lambda name: store._conn.execute(f"PRAGMA {name}").fetchone()[0]  # noqa: E731
+    assert (pragma("journal_mode"), pragma("synchronous"), pragma("busy_timeout"), pragma("foreign_keys")) == \
+        ("wal", 1, 10000, 1)
