@@ -25,6 +25,9 @@ def test_the_first_message_names_the_session_by_its_first_line_cut_to_sixty_char
     store.add_turn(alice, short, "  \n  Plan the trip  \nwith details")
     assert store.get_session(alice, short)["title"] == "Plan the trip"
     store.add_turn(alice, short, "a later question")
+    lines = store.create_session(alice)["id"]
+    store.add_turn(alice, lines, "Plan the trip\nday one\nday two")
+    assert store.get_session(alice, lines)["title"] == "Plan the trip"
     assert store.get_session(alice, short)["title"] == "Plan the trip"
     exact, long = store.create_session(alice)["id"], store.create_session(alice)["id"]
     store.add_turn(alice, exact, "x" * TITLE_CHARS)
@@ -55,6 +58,11 @@ def test_statuses_are_checked_and_named(store, alice):
         store.edit_turn(alice, reply, "edited")
     with pytest.raises(NotFound, match=r"^message 9999 not found$"):
         store.get_message(alice, 9999)
+    with pytest.raises(ValueError, match=r"^status 'paused' is not one of streaming, done, stopped, error, "
+                                         r"interrupted$"):
+        store.add_turn(alice, sid, "q", status="paused")
+    with pytest.raises(NotFound, match=r"^session 'gone' not found$"):
+        store.add_turn(alice, "gone", "q")
 
 
 def test_update_message_writes_only_the_given_fields_and_bumps_the_session(store, alice):
@@ -68,6 +76,8 @@ def test_update_message_writes_only_the_given_fields_and_bumps_the_session(store
         ("answer", "why", {"tokens": 4}, "done")
     store.update_message(alice, reply)  # nothing to write: only the session's time moves
     assert store.get_session(alice, sid)["updated_at"] > before
+    store.update_message(alice, reply, content="answer, revised")
+    assert store.get_message(alice, reply)["stats"] == {"tokens": 4}
 
 
 def test_replies_left_streaming_are_marked_interrupted_with_their_text_kept(store, alice):
