@@ -1,8 +1,11 @@
 """The token budget's parts (store.budget's CountCache and summarize), pinned down where mutation testing found them
 loose: LRU memoising per counter, and summarize's limits (an exact fit fits, a zero window is refused)."""
+from types import SimpleNamespace
+
 import pytest
 
 from studio.store.budget import DEFAULT_WINDOW, CountCache, summarize
+from studio.store.store import SessionStore
 
 
 class Counter:
@@ -58,3 +61,27 @@ def test_summarize_refuses_a_negative_reserve_or_an_empty_window(reserved, windo
     with pytest.raises(ValueError, match=rf"^reserved_output must be >= 0 and window > 0, got {reserved} and "
                                          rf"{window}$"):
         summarize(system=0, documents=[], history=0, template=0, reserved_output=reserved, window=window)
+
+
+def test_the_store_budget_counts_a_draft_alone_and_the_template_overhead_exactly(tmp_path):
+    store = SessionStore(tmp_path / "s.db")
+    alice = store.ensure_user("alice")
+    sid = store.create_session(alice, system_prompt="Be brief.")["id"]
+    sent = store.add_attachment(alice, sid, SimpleNamespace(name="a.txt", kind="text", text="abc", num_tokens=1,
+                                                            num_bytes=3, tokens_estimated=False))
+    store.add_turn(alice, sid, "", attachment_ids=[sent])  # a message that is only a document
+    assert store.prompt_messages(alice, sid)[1] == {"role": "user", "content": '<document name="a.txt">\nabc\n'
+                                                                               '</document>'}
+    plain = store.budget(alice, sid, len, reserved_output=0)
+    assert [d["pending"] for d in plain["documents"]] == [False] and plain["template"] == 0
+    drafted = store.budget(alice, sid, len, reserved_output=0, draft="hello", overhead_per_message=7)
+    assert drafted["history"] == plain["history"] + len("hello")  # a draft without uploads still counts
+    assert drafted["template"] == 7 * 4  # system, the document turn, its empty reply, the draft
+    store.add_turn(alice, sid, "both", attachment_ids=[store.add_attachment(
+        alice, sid, SimpleNamespace(name="b.txt", kind="text", text="b", num_tokens=1, num_bytes=1,
+                                    tokens_estimated=False))])
+    joined = store.budget(alice, sid, len, reserved_output=0, overhead_per_message=1)
+    assert joined["template"] == 1 * 5 + 1 * len("\n")  # b.txt's block and "both" are joined by one newline
+    with pytest.raises(ValueError, match=r"^message 999 is not on the active path of session '[0-9a-f]+'$"):
+        store.prompt_messages(alice, sid, before=999)
+    store.close()

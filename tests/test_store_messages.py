@@ -144,3 +144,11 @@ def test_regenerate_adds_a_selected_sibling_under_the_same_parent(store, alice):
     assert [m["id"] for m in store.active_path(alice, sid)] == [user_msg, new]
     with pytest.raises(NotFound, match=r"^message 4242 not found$"):
         store.regenerate(alice, 4242)
+
+
+def test_a_tool_result_is_sent_as_a_tool_message_with_named_parts(store, alice):
+    sid = store.create_session(alice)["id"]
+    _, call = store.add_turn(alice, sid, "weather?", status="done")
+    store.add_child(alice, call, "tool", '[{"name": "weather", "result": "sunny"}]')
+    assert store.prompt_messages(alice, sid)[-1] == {"role": "tool", "content": [
+        {"type": "text", "name": "weather", "text": "sunny"}]}
