@@ -1,5 +1,6 @@
-"""The token budget's parts (store.budget's CountCache and summarize), pinned down where mutation testing found them
-loose: LRU memoising per counter, and summarize's limits (an exact fit fits, a zero window is refused)."""
+"""The token budget (studio/store/budget.py and SessionStore.budget), pinned down where mutation testing found it
+loose: LRU memoising per counter, summarize's limits (an exact fit fits, a zero window is refused), and the store's
+budget of a draft alone and of the template overhead."""
 from types import SimpleNamespace
 
 import pytest
@@ -82,6 +83,8 @@ def test_the_store_budget_counts_a_draft_alone_and_the_template_overhead_exactly
                                     tokens_estimated=False))])
     joined = store.budget(alice, sid, len, reserved_output=0, overhead_per_message=1)
     assert joined["template"] == 1 * 5 + 1 * len("\n")  # b.txt's block and "both" are joined by one newline
+    doubled = store.budget(alice, sid, lambda text: 2 * len(text), reserved_output=0)
+    assert doubled["template"] == 2  # the one joining newline, counted by the counter
     with pytest.raises(ValueError, match=r"^message 999 is not on the active path of session '[0-9a-f]+'$"):
         store.prompt_messages(alice, sid, before=999)
     store.close()

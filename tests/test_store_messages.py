@@ -152,3 +152,17 @@ def test_a_tool_result_is_sent_as_a_tool_message_with_named_parts(store, alice):
     store.add_child(alice, call, "tool", '[{"name": "weather", "result": "sunny"}]')
     assert store.prompt_messages(alice, sid)[-1] == {"role": "tool", "content": [
         {"type": "text", "name": "weather", "text": "sunny"}]}
+
+
+@pytest.mark.parametrize("content,parts", [
+    ("plain text", [("tool", "plain text")]),
+    ("[1, 2]", [("tool", "[1, 2]")]),
+    ('[{"result": "x"}]', [("tool", "x")]),
+    ('[{"name": "n"}]', [("n", "")]),
+], ids=["not-json", "not-objects", "no-name", "no-result"])
+def test_other_tool_content_is_one_result_of_an_unnamed_tool(store, alice, content, parts):
+    sid = store.create_session(alice)["id"]
+    _, call = store.add_turn(alice, sid, "go", status="done")
+    store.add_child(alice, call, "tool", content)
+    assert store.prompt_messages(alice, sid)[-1] == {"role": "tool", "content": [
+        {"type": "text", "name": name, "text": text} for name, text in parts]}
