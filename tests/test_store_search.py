@@ -2,6 +2,7 @@
 every field of a hit, title-before-content with one limit, non-ASCII case folding and the exact snippet."""
 import pytest
 
+from studio.store.search import search_sessions
 from studio.store.store import SessionStore
 
 
@@ -87,6 +88,19 @@ def test_content_search_folds_non_ascii_case(store):
     said(store, alice, "Colours", "Die Ampel ist GRÜN, über alles")
     assert titles(store, alice, "grün") == ["Colours"]
     assert titles(store, alice, "ÜBE") == ["Colours"]  # three characters: the shortest query the index answers
+
+
+@pytest.mark.parametrize("use_fts", [True, False])
+def test_titles_and_short_or_unindexed_queries_fold_non_ascii_case(store, use_fts):
+    alice = store.ensure_user("alice")
+    said(store, alice, "GRÜNE Notizen", "nothing here")
+    said(store, alice, "Maße", "Ärger im Büro")
+    assert titles(store, alice, "grüne") == ["GRÜNE Notizen"]
+    assert titles(store, alice, "MASSE") == ["Maße"]  # casefold: ß is ss
+    content = lambda q: [h["title"] for h in search_sessions(store._conn, alice, q, use_fts=use_fts)]  # noqa: E731
+    assert content("är") == ["Maße"]  # two characters: LIKE, not the index
+    assert content("BÜRO") == ["Maße"]  # the index, or (use_fts=False, as on a SQLite without FTS5) LIKE
+    assert titles(store, alice, "grün_") == []  # the wildcard stays literal after folding
 
 
 def snippet_of(store, user, content, query):

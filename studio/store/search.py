@@ -13,9 +13,10 @@ def search_sessions(conn: sqlite3.Connection, user_id: int, query: str, *, limit
     query = clean_query(query)
     if not query:
         return []
-    pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    folded = query.casefold()
+    pattern = "%" + folded.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     results: dict[str, dict] = {}
-    for row in conn.execute("SELECT id, title, updated_at FROM sessions WHERE user_id = ? AND title LIKE ? "
+    for row in conn.execute("SELECT id, title, updated_at FROM sessions WHERE user_id = ? AND casefold(title) LIKE ? "
                             "ESCAPE '\\' ORDER BY updated_at DESC LIMIT ?", (user_id, pattern, limit)):
         results[row["id"]] = {"session_id": row["id"], "title": row["title"], "updated_at": row["updated_at"],
                               "matched": "title", "message_id": None, "snippet": row["title"]}
@@ -25,6 +26,13 @@ def search_sessions(conn: sqlite3.Connection, user_id: int, query: str, *, limit
                                           "updated_at": row["updated_at"], "matched": "content",
                                           "message_id": row["id"], "snippet": snippet(row["content"], query)}
     return list(results.values())
+
+
+def register_functions(conn: sqlite3.Connection) -> None:
+    """`casefold(text)` in SQL: LIKE folds ASCII case only, so both sides are folded in Python (`GRÜN` matches
+    `grün`); FTS5's trigram tokenizer folds Unicode case itself."""
+    conn.create_function("casefold", 1, lambda text: text.casefold() if isinstance(text, str) else text,
+                         deterministic=True)
 
 
 def clean_query(query: str) -> str:
@@ -43,7 +51,7 @@ def _content_matches(conn, user_id: int, query: str, pattern: str, limit: int, u
                             f"JOIN sessions s ON s.id = m.session_id WHERE message_search MATCH ? AND s.user_id = ? "
                             f"{order}", (phrase, user_id, limit)).fetchall()
     return conn.execute(f"SELECT {columns} FROM messages m JOIN sessions s ON s.id = m.session_id "
-                        f"WHERE s.user_id = ? AND m.content LIKE ? ESCAPE '\\' {order}",
+                        f"WHERE s.user_id = ? AND casefold(m.content) LIKE ? ESCAPE '\\' {order}",
                         (user_id, pattern, limit)).fetchall()
 
 

@@ -25,7 +25,7 @@ from studio.store.export import ExportImport
 from studio.store.messages import DEFAULT_TITLE, INTERRUPTED, PATH_TO, MessageTree, NotFound, message_dict
 from studio.store.prompt import PromptBuilder
 from studio.store.schema import has_search_index, migrate
-from studio.store.search import search_sessions
+from studio.store.search import register_functions, search_sessions
 
 __all__ = ["DEFAULT_TITLE", "INTERRUPTED", "NotFound", "SessionStore"]
 
@@ -38,6 +38,7 @@ class SessionStore(MessageTree, PromptBuilder, ExportImport):
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
+        register_functions(self._conn)
         for pragma in ("journal_mode = WAL", "foreign_keys = ON", "busy_timeout = 10000", "synchronous = NORMAL"):
             self._conn.execute(f"PRAGMA {pragma}")
         with self._lock:
