@@ -181,13 +181,13 @@ def test_delete_asks_twice(user_page):
 
 def test_two_users_see_only_their_own_sessions(browser, studio):
     (user_a, password_a), (user_b, password_b) = studio.new_user(), studio.new_user()
-    context_a, page_a = login(browser, studio.url, user_a, password_a)
+    context_a, page_a = login(browser, studio.url, user_a, password_a, form=True)
     context_b = None
     try:
         reply_to(page_a, "alpha secret plan", max_tokens=32, thinking_budget=8)
         assert f"Signed in as {user_a}" in page_a.inner_text("#m1-header")
         # login() waited for "Signed in as": the load event that fills the list has run
-        context_b, page_b = login(browser, studio.url, user_b, password_b)
+        context_b, page_b = login(browser, studio.url, user_b, password_b, form=True)
         assert page_b.locator("#m1-sessions").get_by_text("alpha secret plan").count() == 0
         assert page_b.locator("#m1-chat").get_by_text("alpha secret plan").count() == 0
         reply_to(page_b, "bravo private note\nalso about alpha", max_tokens=32, thinking_budget=8)

@@ -4,12 +4,15 @@ and the phone layout (390x844).
 
     .venv/bin/python -m pytest -q tests/test_browser_ux.py
 
-One server for the module; every test opens its own browser context and its own chat, so none depends on another.
+One server for the module with a pool of logins (tests/browser_users.py): every test logs in as a user of its own
+(its own chats and defaults, its own browser context), so each passes alone and in any order. Waits are on positive
+signals; an absence is asserted only after the page shows it has updated.
 """
 import re
 
-from tests.browser_fixtures import (PHONE, axe_serious, browser, fresh_page, open_page, open_settings, phone,  # noqa: F401
-                                    send, server, set_limits, stop_if_streaming, wait_finished)
+from tests.browser_fixtures import (PHONE, axe_serious, browser, open_settings, send, set_limits,  # noqa: F401
+                                    stop_if_streaming, wait_finished)
+from tests.browser_users import fresh_page, login, phone, studio  # noqa: F401
 
 # emoji and the symbols the page used as icons (⏭ ⏹ ⏱ ⚠ ♻ ↻ ◀ ▶ ■ 📎); Gradio's own accordion arrow ▼ is a font glyph
 EMOJI = re.compile("[\u21bb\u25a0\u25b6\u25c0\u2300-\u23ff\u2600-\u27bf\U0001f000-\U0001faff]")
@@ -49,7 +52,7 @@ def test_versions_sit_under_their_message_and_act_on_it(fresh_page):
     assert not page.locator("#m1-prev, #m1-next").count()  # no global arrows acting on "the selected" message
 
 
-def test_send_xor_stop_and_a_message_sent_while_streaming_is_queued(fresh_page, server):
+def test_send_xor_stop_and_a_message_sent_while_streaming_is_queued(fresh_page):
     page = fresh_page
     try:
         _send_stop_and_queue(page)
@@ -100,9 +103,16 @@ def test_trash_deletes_the_open_chat_after_confirming(fresh_page):
     sessions.get_by_text("Trash me please").wait_for()
     trash = page.get_by_role("button", name="Delete this chat")
     page.once("dialog", lambda dialog: dialog.dismiss())
-    trash.click()
-    page.wait_for_timeout(500)
-    assert sessions.get_by_text("Trash me please").count() == 1  # declined: still there
+    with page.expect_event("dialog") as asked:
+        trash.click()
+    assert asked.value.message.startswith("Delete this chat?")
+    # declined: the chat is still in the store. Positive signal: another page of this login reopens it from there
+    other = page.context.new_page()
+    other.goto(page.url)
+    other.locator("#m1-chat").get_by_text("Trash me please").wait_for()
+    assert other.locator("#m1-sessions").get_by_text("Trash me please").count() == 1
+    other.close()
+    assert sessions.get_by_text("Trash me please").count() == 1  # and this page still lists it
     page.once("dialog", lambda dialog: dialog.accept())
     trash.click()
     page.wait_for_function("() => !document.querySelector('#m1-sessions').innerText.includes('Trash me please')")
@@ -159,7 +169,7 @@ def test_accessibility_desktop(fresh_page):
     _accessible(fresh_page)  # the selected chat's contrast is one of axe's serious checks
 
 
-def test_phone_layout(phone, server):
+def test_phone_layout(phone):
     page = phone
     toggle = page.locator("#m1-sidebar .toggle-button")
     box = toggle.bounding_box()
@@ -181,8 +191,9 @@ def test_phone_layout(phone, server):
     page.wait_for_function("() => !document.querySelector('#m1-sidebar.open')")  # closed after picking a chat
 
 
-def test_defaults_for_new_chats_are_stored_and_overrides_marked(browser, server):
-    context, page = open_page(browser, server)
+def test_defaults_for_new_chats_are_stored_and_overrides_marked(browser, studio):
+    user = studio.new_user()
+    context, page = login(browser, studio.url, *user)
     new_chat(page)
     open_settings(page)
     note = page.locator("#m1-overrides")
@@ -199,7 +210,7 @@ def test_defaults_for_new_chats_are_stored_and_overrides_marked(browser, server)
     page.locator("#m1-save-defaults").click()
     note.get_by_text("This chat uses your defaults").wait_for()
     context.close()
-    context, page = open_page(browser, server)  # another visit: a new chat starts from the stored defaults
+    context, page = login(browser, studio.url, *user)  # another visit: a new chat starts from the stored defaults
     new_chat(page)
     open_settings(page)
     page.wait_for_function("() => document.querySelector('#m1-max-tokens input[type=number]').value === '96'")
