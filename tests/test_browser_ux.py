@@ -19,7 +19,12 @@ EMOJI = re.compile("[\u21bb\u25a0\u25b6\u25c0\u2300-\u23ff\u2600-\u27bf\U0001f00
 
 
 def new_chat(page) -> None:
-    """Click "+ New chat" (on a phone, open the sidebar first; it closes again by itself)."""
+    """Start a new empty chat: when one with messages is open, "+ New chat" (on a phone the sidebar opens first and
+    closes by itself), until its rows are gone. A fresh login already shows an empty new chat: nothing to click (the
+    click's answer would then change nothing on the page, so no signal says it arrived, and arriving late it would
+    reset the settings set after it)."""
+    if not page.locator("#m1-chat .message-row").count():
+        return
     phone = page.viewport_size["width"] < 700
     if phone and not page.locator("#m1-sidebar.open").count():
         page.locator("#m1-sidebar .toggle-button").click()
@@ -27,11 +32,11 @@ def new_chat(page) -> None:
     page.locator("#m1-new").click()
     if phone:
         page.locator("#m1-sidebar.open").wait_for(state="detached")  # it closes by itself
+    page.wait_for_function("() => !document.querySelector('#m1-chat .message-row')")
 
 
 def new_chat_with_reply(page, text: str, max_tokens: int = 24, thinking_budget: int = 8) -> None:
     new_chat(page)
-    page.wait_for_function("() => !document.querySelector('#m1-chat .message-row')")
     set_limits(page, max_tokens=max_tokens, thinking_budget=thinking_budget)
     send(page, text)
     wait_finished(page)
@@ -61,7 +66,6 @@ def test_send_xor_stop_and_a_message_sent_while_streaming_is_queued(fresh_page):
 
 
 def _send_stop_and_queue(page) -> None:
-    page.locator("#m1-new").click()
     composer = page.locator("#m1-composer")
     assert composer.locator(".submit-button").is_visible() and not composer.locator(".stop-button").is_visible()
     assert not page.locator("#m1-stop").is_visible() and not page.locator("#m1-answer-now").is_visible()
@@ -92,7 +96,7 @@ def _send_stop_and_queue(page) -> None:
 
 def test_reply_that_ends_in_its_thinking_says_no_answer(fresh_page):
     page = fresh_page
-    new_chat_with_reply(page, "Think only", max_tokens=12, thinking_budget=0)  # all 12 tokens are thinking
+    new_chat_with_reply(page, "Think only", max_tokens=16, thinking_budget=0)  # all 16 tokens are thinking
     page.locator("#m1-chat").get_by_text("No answer: the reply ended after its thinking").wait_for()
 
 
@@ -140,7 +144,6 @@ def test_rename_with_enter_one_step_export_and_imported_title(fresh_page, tmp_pa
 
 def test_icons_are_svg_not_emoji(fresh_page, tmp_path):
     page = fresh_page
-    page.locator("#m1-new").click()
     doc = tmp_path / "notes.md"
     doc.write_text("# Notes\n\nSome text.\n")
     page.locator("#m1-composer input[type=file]").set_input_files(str(doc))
@@ -189,12 +192,13 @@ def test_phone_layout(phone):
     page.locator("#m1-sidebar.open").wait_for()
     page.locator("#m1-sessions").get_by_text("Phone chat one").click()
     page.wait_for_function("() => !document.querySelector('#m1-sidebar.open')")  # closed after picking a chat
+    page.locator("#m1-chat").get_by_text("Phone chat one").wait_for()
+    new_chat(page)  # "+ New chat" from the sidebar, which closes by itself
 
 
 def test_defaults_for_new_chats_are_stored_and_overrides_marked(browser, studio):
     user = studio.new_user()
     context, page = login(browser, studio.url, *user)
-    new_chat(page)
     open_settings(page)
     note = page.locator("#m1-overrides")
     note.get_by_text("This chat uses your defaults").wait_for()
@@ -210,16 +214,21 @@ def test_defaults_for_new_chats_are_stored_and_overrides_marked(browser, studio)
     page.locator("#m1-save-defaults").click()
     note.get_by_text("This chat uses your defaults").wait_for()
     context.close()
-    context, page = login(browser, studio.url, *user)  # another visit: a new chat starts from the stored defaults
-    new_chat(page)
+    context, page = login(browser, studio.url, *user)  # another visit: its empty chat starts from the stored defaults
     open_settings(page)
     page.wait_for_function("() => document.querySelector('#m1-max-tokens input[type=number]').value === '96'")
     assert page.locator("#m1-settings textarea").first.input_value() == "You are terse."
-    page.locator("#m1-overrides").get_by_text("This chat uses your defaults").wait_for()
+    note = page.locator("#m1-overrides")
+    note.get_by_text("This chat uses your defaults").wait_for()
     page.locator("#m1-settings").get_by_label("General").check()  # a per-chat override, marked as such
-    page.locator("#m1-overrides").get_by_text("differs from your defaults").wait_for()
+    note.get_by_text("differs from your defaults").wait_for()
+    page.locator("#m1-new").click()  # "+ New chat" starts from the stored defaults, not from this chat's override
+    note.get_by_text("This chat uses your defaults").wait_for()
+    assert page.locator("#m1-settings textarea").first.input_value() == "You are terse."
+    page.locator("#m1-settings").get_by_label("General").check()
+    note.get_by_text("differs from your defaults").wait_for()
     page.locator("#m1-use-defaults").click()
-    page.locator("#m1-overrides").get_by_text("This chat uses your defaults").wait_for()
+    note.get_by_text("This chat uses your defaults").wait_for()
     context.close()
 
 
