@@ -10,7 +10,7 @@ signals; an absence is asserted only after the page shows it has updated.
 """
 import re
 
-from tests.browser_fixtures import (PHONE, axe_serious, browser, open_settings, send, set_limits,  # noqa: F401
+from tests.browser_fixtures import (PHONE, axe_serious, browser, expect, open_settings, send, set_limits,  # noqa: F401
                                     stop_if_streaming, wait_finished)
 from tests.browser_users import fresh_page, login, phone, studio  # noqa: F401
 
@@ -126,8 +126,9 @@ def test_rename_with_enter_one_step_export_and_imported_title(fresh_page, tmp_pa
     page = fresh_page
     new_chat_with_reply(page, "Exportable chat")
     page.locator("#m1-this-chat").get_by_text("This chat").click()
-    assert not page.locator("#m1-download").is_visible()  # no empty download box
     title = page.locator("#m1-title textarea, #m1-title input").first
+    expect(title).to_be_visible()  # the panel has opened ...
+    assert not page.locator("#m1-download").is_visible()  # ... with no empty download box in it
     title.fill("Quarterly numbers: Q3/Q2 review")
     title.press("Enter")
     page.locator("#m1-sessions").get_by_text("Quarterly numbers: Q3/Q2 review").wait_for()
@@ -245,4 +246,4 @@ def test_chat_menu_on_the_open_chat_in_the_list(fresh_page):
     title.wait_for()
     assert title.input_value() == "Menu chat"
     for name in ("#m1-rename", "#m1-export-md", "#m1-export-json", "#m1-delete", "#m1-share-create"):
-        assert page.locator(name).is_visible()
+        expect(page.locator(name)).to_be_visible()
