@@ -37,7 +37,8 @@ class Studio:
 def studio(tmp_path_factory):
     users = [f"user{i:02d}" for i in range(POOL_SIZE)]
     logins = [arg for name in users for arg in ("--auth", f"{name}:pw-{name}")]
-    proc, url = start_server(tmp_path_factory.mktemp("studio_users"), *logins)
+    # every test logs in from 127.0.0.1: more than the default 10 logins a minute per client when the box is quick
+    proc, url = start_server(tmp_path_factory.mktemp("studio_users"), *logins, "--rate-limit-login", "600/minute")
     yield Studio(url, users)
     stop_server(proc)
 
