@@ -1,7 +1,11 @@
 """Shared pieces of the browser tests: start `python app.py` (tiny model) on loopback, Debian's Chromium through
 Playwright, page helpers (send, wait_finished, set_limits) and the axe-core accessibility check.
 
-    from tests.browser_fixtures import *   # noqa: F401,F403 - fixtures `server`, `browser`, `page`, `phone`
+    from tests.browser_fixtures import browser, set_limits, send, wait_finished, ...   # noqa: F401 (fixtures)
+
+Pages come from tests/browser_users.py: a server per module with a pool of logins, a user of its own per test.
+Waits are on positive signals (Playwright's auto-waiting `expect` and `wait_for`), never fixed sleeps: an absence is
+asserted only after something shows that the page has updated.
 
 A missing Chromium or Playwright skips the browser tests on a developer machine only when asked
 (M1_SKIP_BROWSER=1) or when not on CI; on CI (CI=true) it is a failure, so browser tests cannot vanish silently.
@@ -18,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from studio.chat_settings import ChatSettings
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("M1_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -26,6 +32,7 @@ START_TIMEOUT_S = 150
 UI_TIMEOUT_MS = 45_000  # generous: CI machines and shared dev boxes are slow at times
 DESKTOP = {"width": 1400, "height": 900}
 PHONE = {"width": 390, "height": 844}
+DEFAULT_TEMPERATURE = ChatSettings().temperature
 
 
 def browser_missing_reason() -> str | None:
@@ -54,6 +61,9 @@ def require_browser() -> None:
 
 require_browser()
 from playwright import sync_api  # noqa: E402 - only importable once require_browser() passed
+from playwright.sync_api import expect  # noqa: E402
+
+expect.set_options(timeout=UI_TIMEOUT_MS)  # its own default is 5 s; the pages' is UI_TIMEOUT_MS
 
 
 def free_port() -> int:
@@ -100,6 +110,7 @@ def stop_server(proc) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    """A studio without logins (every page is the user "local"): only for the README screenshots."""
     proc, url = start_server(tmp_path_factory.mktemp("studio"))
     yield url
     stop_server(proc)
@@ -121,29 +132,6 @@ def open_page(browser, url: str, viewport: dict = DESKTOP, **context_args):
     page.goto(url)
     page.wait_for_selector("#m1-composer textarea")
     return context, page
-
-
-@pytest.fixture(scope="module")
-def page(browser, server):
-    context, page = open_page(browser, server)
-    yield page
-    context.close()
-
-
-@pytest.fixture
-def fresh_page(browser, server):
-    """A page of its own for one test (desktop)."""
-    context, page = open_page(browser, server)
-    yield page
-    context.close()
-
-
-@pytest.fixture
-def phone(browser, server):
-    """A page of its own for one test at phone size (390x844, touch)."""
-    context, page = open_page(browser, server, PHONE, is_mobile=True, has_touch=True)
-    yield page
-    context.close()
 
 
 def _phone_sidebar(page, want_open: bool) -> None:
@@ -179,7 +167,12 @@ def set_limits(page, max_tokens: int, thinking_budget: int, temperature: float |
         box.fill(str(value))
         box.press("Enter")
         box.blur()
-    page.wait_for_timeout(300)
+    # the server has the new values: the meter reserves exactly max_tokens, and the overrides note (computed from
+    # every panel value) names the temperature when it is not the default one
+    expect(page.locator("#m1-meter span.seg-reserved_output")).to_have_attribute(
+        "title", f"Reserved output: {max_tokens:,} tokens")
+    if temperature is not None and temperature != DEFAULT_TEMPERATURE:
+        expect(page.locator("#m1-overrides")).to_contain_text("Temperature")
     close_settings(page)
 
 
@@ -211,6 +204,15 @@ def meter_total(page) -> int:
 
 def running_requests(url: str) -> int:
     return json.loads(http_get(url + "/health")[1])["running_requests"]
+
+
+def poll_until(check, what: str, timeout_s: float = 30) -> None:
+    """Until check() is true (a condition outside the page, e.g. the engine's /health), else fail naming `what`."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s:.0f} s: {what}")
+        time.sleep(0.1)
 
 
 def axe_serious(page) -> list[str]:

@@ -4,19 +4,27 @@ and the phone layout (390x844).
 
     .venv/bin/python -m pytest -q tests/test_browser_ux.py
 
-One server for the module; every test opens its own browser context and its own chat, so none depends on another.
+One server for the module with a pool of logins (tests/browser_users.py): every test logs in as a user of its own
+(its own chats and defaults, its own browser context), so each passes alone and in any order. Waits are on positive
+signals; an absence is asserted only after the page shows it has updated.
 """
 import re
 
-from tests.browser_fixtures import (PHONE, axe_serious, browser, fresh_page, open_page, open_settings, phone,  # noqa: F401
-                                    send, server, set_limits, stop_if_streaming, wait_finished)
+from tests.browser_fixtures import (PHONE, axe_serious, browser, expect, open_settings, send, set_limits,  # noqa: F401
+                                    stop_if_streaming, wait_finished)
+from tests.browser_users import fresh_page, login, phone, studio  # noqa: F401
 
 # emoji and the symbols the page used as icons (⏭ ⏹ ⏱ ⚠ ♻ ↻ ◀ ▶ ■ 📎); Gradio's own accordion arrow ▼ is a font glyph
 EMOJI = re.compile("[\u21bb\u25a0\u25b6\u25c0\u2300-\u23ff\u2600-\u27bf\U0001f000-\U0001faff]")
 
 
 def new_chat(page) -> None:
-    """Click "+ New chat" (on a phone, open the sidebar first; it closes again by itself)."""
+    """Start a new empty chat: when one with messages is open, "+ New chat" (on a phone the sidebar opens first and
+    closes by itself), until its rows are gone. A fresh login already shows an empty new chat: nothing to click (the
+    click's answer would then change nothing on the page, so no signal says it arrived, and arriving late it would
+    reset the settings set after it)."""
+    if not page.locator("#m1-chat .message-row").count():
+        return
     phone = page.viewport_size["width"] < 700
     if phone and not page.locator("#m1-sidebar.open").count():
         page.locator("#m1-sidebar .toggle-button").click()
@@ -24,11 +32,11 @@ def new_chat(page) -> None:
     page.locator("#m1-new").click()
     if phone:
         page.locator("#m1-sidebar.open").wait_for(state="detached")  # it closes by itself
+    page.wait_for_function("() => !document.querySelector('#m1-chat .message-row')")
 
 
 def new_chat_with_reply(page, text: str, max_tokens: int = 24, thinking_budget: int = 8) -> None:
     new_chat(page)
-    page.wait_for_function("() => !document.querySelector('#m1-chat .message-row')")
     set_limits(page, max_tokens=max_tokens, thinking_budget=thinking_budget)
     send(page, text)
     wait_finished(page)
@@ -49,7 +57,7 @@ def test_versions_sit_under_their_message_and_act_on_it(fresh_page):
     assert not page.locator("#m1-prev, #m1-next").count()  # no global arrows acting on "the selected" message
 
 
-def test_send_xor_stop_and_a_message_sent_while_streaming_is_queued(fresh_page, server):
+def test_send_xor_stop_and_a_message_sent_while_streaming_is_queued(fresh_page):
     page = fresh_page
     try:
         _send_stop_and_queue(page)
@@ -58,7 +66,6 @@ def test_send_xor_stop_and_a_message_sent_while_streaming_is_queued(fresh_page, 
 
 
 def _send_stop_and_queue(page) -> None:
-    page.locator("#m1-new").click()
     composer = page.locator("#m1-composer")
     assert composer.locator(".submit-button").is_visible() and not composer.locator(".stop-button").is_visible()
     assert not page.locator("#m1-stop").is_visible() and not page.locator("#m1-answer-now").is_visible()
@@ -89,7 +96,7 @@ def _send_stop_and_queue(page) -> None:
 
 def test_reply_that_ends_in_its_thinking_says_no_answer(fresh_page):
     page = fresh_page
-    new_chat_with_reply(page, "Think only", max_tokens=12, thinking_budget=0)  # all 12 tokens are thinking
+    new_chat_with_reply(page, "Think only", max_tokens=16, thinking_budget=0)  # all 16 tokens are thinking
     page.locator("#m1-chat").get_by_text("No answer: the reply ended after its thinking").wait_for()
 
 
@@ -100,9 +107,16 @@ def test_trash_deletes_the_open_chat_after_confirming(fresh_page):
     sessions.get_by_text("Trash me please").wait_for()
     trash = page.get_by_role("button", name="Delete this chat")
     page.once("dialog", lambda dialog: dialog.dismiss())
-    trash.click()
-    page.wait_for_timeout(500)
-    assert sessions.get_by_text("Trash me please").count() == 1  # declined: still there
+    with page.expect_event("dialog") as asked:
+        trash.click()
+    assert asked.value.message.startswith("Delete this chat?")
+    # declined: the chat is still in the store. Positive signal: another page of this login reopens it from there
+    other = page.context.new_page()
+    other.goto(page.url)
+    other.locator("#m1-chat").get_by_text("Trash me please").wait_for()
+    assert other.locator("#m1-sessions").get_by_text("Trash me please").count() == 1
+    other.close()
+    assert sessions.get_by_text("Trash me please").count() == 1  # and this page still lists it
     page.once("dialog", lambda dialog: dialog.accept())
     trash.click()
     page.wait_for_function("() => !document.querySelector('#m1-sessions').innerText.includes('Trash me please')")
@@ -112,8 +126,9 @@ def test_rename_with_enter_one_step_export_and_imported_title(fresh_page, tmp_pa
     page = fresh_page
     new_chat_with_reply(page, "Exportable chat")
     page.locator("#m1-this-chat").get_by_text("This chat").click()
-    assert not page.locator("#m1-download").is_visible()  # no empty download box
     title = page.locator("#m1-title textarea, #m1-title input").first
+    expect(title).to_be_visible()  # the panel has opened ...
+    assert not page.locator("#m1-download").is_visible()  # ... with no empty download box in it
     title.fill("Quarterly numbers: Q3/Q2 review")
     title.press("Enter")
     page.locator("#m1-sessions").get_by_text("Quarterly numbers: Q3/Q2 review").wait_for()
@@ -130,7 +145,6 @@ def test_rename_with_enter_one_step_export_and_imported_title(fresh_page, tmp_pa
 
 def test_icons_are_svg_not_emoji(fresh_page, tmp_path):
     page = fresh_page
-    page.locator("#m1-new").click()
     doc = tmp_path / "notes.md"
     doc.write_text("# Notes\n\nSome text.\n")
     page.locator("#m1-composer input[type=file]").set_input_files(str(doc))
@@ -159,7 +173,7 @@ def test_accessibility_desktop(fresh_page):
     _accessible(fresh_page)  # the selected chat's contrast is one of axe's serious checks
 
 
-def test_phone_layout(phone, server):
+def test_phone_layout(phone):
     page = phone
     toggle = page.locator("#m1-sidebar .toggle-button")
     box = toggle.bounding_box()
@@ -179,11 +193,13 @@ def test_phone_layout(phone, server):
     page.locator("#m1-sidebar.open").wait_for()
     page.locator("#m1-sessions").get_by_text("Phone chat one").click()
     page.wait_for_function("() => !document.querySelector('#m1-sidebar.open')")  # closed after picking a chat
+    page.locator("#m1-chat").get_by_text("Phone chat one").wait_for()
+    new_chat(page)  # "+ New chat" from the sidebar, which closes by itself
 
 
-def test_defaults_for_new_chats_are_stored_and_overrides_marked(browser, server):
-    context, page = open_page(browser, server)
-    new_chat(page)
+def test_defaults_for_new_chats_are_stored_and_overrides_marked(browser, studio):
+    user = studio.new_user()
+    context, page = login(browser, studio.url, *user)
     open_settings(page)
     note = page.locator("#m1-overrides")
     note.get_by_text("This chat uses your defaults").wait_for()
@@ -199,16 +215,21 @@ def test_defaults_for_new_chats_are_stored_and_overrides_marked(browser, server)
     page.locator("#m1-save-defaults").click()
     note.get_by_text("This chat uses your defaults").wait_for()
     context.close()
-    context, page = open_page(browser, server)  # another visit: a new chat starts from the stored defaults
-    new_chat(page)
+    context, page = login(browser, studio.url, *user)  # another visit: its empty chat starts from the stored defaults
     open_settings(page)
     page.wait_for_function("() => document.querySelector('#m1-max-tokens input[type=number]').value === '96'")
     assert page.locator("#m1-settings textarea").first.input_value() == "You are terse."
-    page.locator("#m1-overrides").get_by_text("This chat uses your defaults").wait_for()
+    note = page.locator("#m1-overrides")
+    note.get_by_text("This chat uses your defaults").wait_for()
     page.locator("#m1-settings").get_by_label("General").check()  # a per-chat override, marked as such
-    page.locator("#m1-overrides").get_by_text("differs from your defaults").wait_for()
+    note.get_by_text("differs from your defaults").wait_for()
+    page.locator("#m1-new").click()  # "+ New chat" starts from the stored defaults, not from this chat's override
+    note.get_by_text("This chat uses your defaults").wait_for()
+    assert page.locator("#m1-settings textarea").first.input_value() == "You are terse."
+    page.locator("#m1-settings").get_by_label("General").check()
+    note.get_by_text("differs from your defaults").wait_for()
     page.locator("#m1-use-defaults").click()
-    page.locator("#m1-overrides").get_by_text("This chat uses your defaults").wait_for()
+    note.get_by_text("This chat uses your defaults").wait_for()
     context.close()
 
 
@@ -225,4 +246,4 @@ def test_chat_menu_on_the_open_chat_in_the_list(fresh_page):
     title.wait_for()
     assert title.input_value() == "Menu chat"
     for name in ("#m1-rename", "#m1-export-md", "#m1-export-json", "#m1-delete", "#m1-share-create"):
-        assert page.locator(name).is_visible()
+        expect(page.locator(name)).to_be_visible()

@@ -1,5 +1,6 @@
 """The studio's export button makes no file (a link to the owner-checked route, tested over raw HTTP in
-tests/test_queue_isolation.py with its two-login server) and Gradio's upload copies are deleted after reading."""
+tests/test_queue_isolation.py with its two-login server), Gradio's upload copies are deleted after reading, and an
+upload the composer reports in more than one change event is read once."""
 import os
 import tempfile
 from types import SimpleNamespace
@@ -34,3 +35,25 @@ def test_gradio_upload_copies_are_deleted_and_nothing_else(tmp_path):
     remove_gradio_copy(copy)
     remove_gradio_copy(str(elsewhere))
     assert not os.path.exists(copy) and elsewhere.exists()
+
+
+def test_a_file_already_pending_is_not_read_again(tmp_path):
+    """The composer can report one upload in two change events: the second finds it pending (same name and size)
+    and skips it. A file of the same name but another size, or one already sent with a message, is read again."""
+    store = SessionStore(tmp_path / "sessions.db")
+    handlers = SessionHandlers(SimpleNamespace(store=store, chat=None))
+    uid = handlers.uid(SimpleNamespace(username="alice", headers={}))
+    sid = store.create_session(uid)["id"]
+    report, notes, other = tmp_path / "report.pdf", tmp_path / "notes.md", tmp_path / "other" / "report.pdf"
+    other.parent.mkdir()
+    report.write_bytes(b"%PDF-1.4 one")
+    notes.write_text("# Notes")
+    other.write_bytes(b"%PDF-1.4 a longer one")
+    doc = SimpleNamespace(name="report.pdf", kind="pdf", text="one", num_tokens=1, num_bytes=report.stat().st_size,
+                          tokens_estimated=False)
+    pending = store.add_attachment(uid, sid, doc)
+    paths = [str(report), str(notes), str(other)]
+    assert handlers._not_pending(uid, sid, paths) == [str(notes), str(other)]
+    store.add_turn(uid, sid, "Summarise", attachment_ids=[pending])  # sent: no longer pending
+    assert handlers._not_pending(uid, sid, paths) == paths
+    store.close()

@@ -131,7 +131,8 @@ def build_ui(services) -> gr.Blocks:
                       show_progress_on=[meter])  # the queue position shows on the meter
         quick = dict(show_progress="hidden")
 
-        demo.load(sessions.load, [saved], view + panel + [whoami], **quick)
+        demo.load(sessions.load, [saved], view + panel + [whoami], **quick).then(  # the note, even if no setting
+            defaults.note, panel, [overrides_note], **quick)                       # changes from the initial ones
         demo.load(None, js=CLOSE_SIDEBAR_ON_PHONE)
         new.click(sessions.new_chat, None, view + panel, **quick)
         chatbot.clear(sessions.delete_open, [session_id], view + panel, **quick)  # the trash: "Delete this chat"
