@@ -2,6 +2,7 @@
 each way an import file can be wrong refused with its whole message and nothing written (fast; the mutation run uses
 it)."""
 import json
+import time
 
 import pytest
 
@@ -43,6 +44,18 @@ def test_markdown_of_a_small_session(store):
         f"## User\n\n📎 fruit.txt (text, {tokens:,} tokens)\n\nHow many?\n\n"
         "## Assistant (version 2 of 2)\n\n<details><summary>Thinking</summary>\n\nThe file says twelve.\n\n"
         "</details>\n\nTwelve.\n")
+
+
+def test_markdown_dates_are_utc_whatever_the_server_zone(store, monkeypatch):
+    alice = store.ensure_user("alice")
+    sid = small_session(store, alice)
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        assert "created 2026-01-01 00:00 UTC" in store.export_markdown(alice, sid)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_markdown_without_system_prompt_or_thinking(store):
@@ -110,8 +123,9 @@ BAD = {
     "content": (_set(["messages", 1, "content"], 5), "import: messages[1] content and reasoning must be strings"),
     "reasoning": (_set(["messages", 1, "reasoning"], None), "import: messages[1] content and reasoning must be strings"),
     "repeat": (lambda e: e["messages"][2].update(id=e["messages"][1]["id"]), "import: messages[2] repeats message id"),
-    "parent-later": (lambda e: e["messages"][0].update(parent_id=e["messages"][2]["id"]),
-                     "import: messages[0] refers to parent"),
+    "parent-later": (lambda e: e["messages"][0].update(parent_id=7_777),
+                     "import: messages[0] refers to parent 7777, which does not come before it in the file"),
+    "two-selected": (_set(["messages", 1, "selected"], True), "import: the file breaks the session tree ("),
     "attachments-list": (_set(["attachments"], None), "import: 'attachments' must be a list"),
     "attachment-fields": (_set(["attachments", 1, "kind"], KeyError), "import: attachments[1] lacks kind"),
     "attachment-message": (_set(["attachments", 0, "message_id"], 999_999),
@@ -130,6 +144,10 @@ def test_bad_import_is_refused_with_its_reason_and_adds_nothing(store, case):
     with pytest.raises(ValueError) as info:
         store.import_json(alice, data)
     assert str(info.value).startswith(message), str(info.value)
+    if case == "two-selected":  # SQLite's own words in the middle
+        assert str(info.value).endswith("); two selected versions of one message, or a duplicate message id?")
+    elif case != "not-json":
+        assert str(info.value) == message or case in ("repeat",), str(info.value)
     assert len(store.list_sessions(alice)) == 1
     assert store._conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 3
 
