@@ -38,7 +38,8 @@ test: venv browser
 # `make mutation MUTATION_MODULES=engine.serving.scheduler` runs one; `$(VENV)/bin/mutmut show NAME` shows a survivor,
 # `$(VENV)/bin/mutmut run NAME...` reruns given mutants. About 20 mutants a minute on 2 busy cores.
 MUTATION_MODULES ?= engine.serving.block_manager engine.serving.scheduler engine.serving.state_cache \
-	engine.serving.snapshots engine.serving.sampling studio.store studio.api_request studio.api_schema
+	engine.serving.snapshots engine.serving.sampling studio.store studio.api_request studio.api_schema \
+	studio.documents.limits
 MUTATION_TIMEOUT ?= 900
 
 mutation: venv
