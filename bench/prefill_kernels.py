@@ -45,9 +45,14 @@ def timed(fn, slow=False):
     """Median seconds: do_bench for sub-second calls; for slower ones (1M context) 1 warm-up + 3 event-timed runs."""
     if not slow:
         return do_bench(fn, warmup=25, rep=200, return_mode="median") / 1e3
+    return event_median(fn, 3)
+
+
+def event_median(fn, reps: int) -> float:
+    """Median seconds of `reps` CUDA-event-timed calls after one warm call."""
     fn()
     times = []
-    for _ in range(3):
+    for _ in range(reps):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
         fn()

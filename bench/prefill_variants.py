@@ -36,6 +36,7 @@ from kernels.attention import paged_prefill_attention  # noqa: E402
 from kernels.attention import prefill as prefill_mod  # noqa: E402
 from kernels.moe import fused as moe_fused, naive as moe_naive  # noqa: E402
 from precompile import precompile  # noqa: E402  (bench/, the script's own directory)
+from prefill_kernels import event_median, rel_err  # noqa: E402
 
 # (variant, tiles) in priority order: the current default first; tiles (BLOCK_M, BLOCK_N, num_warps, num_stages)
 BASE = prefill_mod.GPU_CONFIG[128]
@@ -59,26 +60,16 @@ GPU = dict(H=64, KVH=8, D=128, BS=256, ctx=131072, n=16384, E=32, hidden=6144, i
 SMOKE = dict(H=2, KVH=1, D=32, BS=16, ctx=56, n=40, E=4, hidden=64, inter=48, Ts=(70,))
 
 
-def rel_err(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
-
-
 def timed(fn, dev, reps):
     """Median seconds of `reps` event-timed calls after one warm call (CPU: wall clock)."""
+    if dev != "cpu":
+        return event_median(fn, reps)
     fn()
     times = []
     for _ in range(reps):
-        if dev == "cpu":
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-            continue
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
+        t = time.perf_counter()
         fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b) / 1e3)
+        times.append(time.perf_counter() - t)
     return statistics.median(times)
 
 
