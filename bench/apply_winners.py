@@ -56,15 +56,18 @@ def statements(advice: str):
         yield path, m.group(1), key, ast.literal_eval(m.group(3) or "''")
 
 
+def device_results(folder: str, bench: str) -> list[str]:
+    """The bench's JSON files in `folder`, less CPU smoke runs (interpreter tiles say nothing about the GPU)."""
+    return [f for f in sorted(glob.glob(os.path.join(folder, f"{bench}_*.json"))) if not f.endswith("_smoke.json")]
+
+
 def main(folder: str, root: str = ROOT) -> list[str]:
     done = []
-    for f in sorted(glob.glob(os.path.join(folder, "lightning_prefill_*.json"))):
+    for f in device_results(folder, "lightning_prefill"):
         r = json.load(open(f))
         if r.get("best"):
             done.append(assign(root, LIGHTNING, "TRITON_PREFILL", None, r["best"]))
-    for f in sorted(glob.glob(os.path.join(folder, "prefill_variants_*.json"))):
-        if f.endswith("_smoke.json"):  # interpreter tiles on the CPU say nothing about the GPU's defaults
-            continue
+    for f in device_results(folder, "prefill_variants"):
         for line in json.load(open(f)).get("advice", []):
             done += [assign(root, *s) for s in statements(line)]
     return done
